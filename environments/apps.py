@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class EnvironmentsConfig(AppConfig):
+    name = "environments"
+    verbose_name = "Environments"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from environments import schedule
+
+        post_migrate.connect(schedule.ensure_periodic_tasks_after_migrate, sender=self)

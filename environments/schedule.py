@@ -1,0 +1,60 @@
+"""The periodic work Celery beat runs, stored in the database (django-celery-beat).
+
+Rows are created after `migrate` when missing and then belong to the admins: an interval
+changed or a task disabled in the admin is never overwritten here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    task: str
+    every_seconds: int
+    description: str
+
+
+PERIODIC_TASKS = [
+    Periodic(
+        name="envportal: heartbeat",
+        task="environments.tasks.heartbeat",
+        every_seconds=30,
+        description="Proves beat and a worker are alive; the portal shows when it last ran.",
+    ),
+]
+
+
+def ensure_periodic_tasks() -> list[str]:
+    """Create the missing periodic tasks; return the names created."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    created = []
+    for periodic in PERIODIC_TASKS:
+        if PeriodicTask.objects.filter(name=periodic.name).exists():
+            continue
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=periodic.every_seconds, period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.create(
+            name=periodic.name,
+            task=periodic.task,
+            interval=interval,
+            description=periodic.description,
+            # A tick that could not run within one interval is obsolete: the next one follows.
+            expire_seconds=periodic.every_seconds,
+        )
+        created.append(periodic.name)
+    return created
+
+
+def ensure_periodic_tasks_after_migrate(**kwargs: Any) -> None:
+    from django.db import router
+    from django_celery_beat.models import PeriodicTask
+
+    using = kwargs.get("using", "default")
+    if router.allow_migrate_model(using, PeriodicTask):
+        ensure_periodic_tasks()

@@ -1,0 +1,125 @@
+"""`make demo`: migrate, create a demo login, and run web + worker + beat together.
+
+Development wiring only (DEBUG on, local SQLite and filesystem broker unless DATABASE_URL /
+CELERY_BROKER_URL say otherwise). Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / ".local" / "logs"
+HOST = os.environ.get("DEMO_HOST", "127.0.0.1")
+PORT = int(os.environ.get("DEMO_PORT", "8000"))
+DEMO_USER = "demo"
+
+
+def manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def create_demo_login(env: dict[str, str]) -> str:
+    """Create (or reset) the superuser `demo` with a fresh random password; return it."""
+    password = secrets.token_urlsafe(12)
+    code = (
+        "from django.contrib.auth import get_user_model\n"
+        "import os\n"
+        "User = get_user_model()\n"
+        f"user, _ = User.objects.get_or_create(username={DEMO_USER!r})\n"
+        "user.is_staff = user.is_superuser = True\n"
+        "user.set_password(os.environ['DEMO_PASSWORD'])\n"
+        "user.save()\n"
+    )
+    manage("shell", "-c", code, env={**env, "DEMO_PASSWORD": password})
+    return password
+
+
+def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process at exit
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own local URL
+                return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    return False
+
+
+def main() -> int:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "true"), "PYTHONUNBUFFERED": "1"}
+    print("envportal demo: migrating the database ...", flush=True)
+    manage("migrate", "--no-input", "-v", "0", env=env)
+    password = create_demo_login(env)
+
+    python = sys.executable
+    processes = {
+        "web": start(
+            "web", [python, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], env
+        ),
+        "worker": start(
+            "worker",
+            [python, "-m", "celery", "-A", "envportal", "worker", "-l", "info", "-c", "2"],
+            env,
+        ),
+        "beat": start(
+            "beat", [python, "-m", "celery", "-A", "envportal", "beat", "-l", "info"], env
+        ),
+    }
+
+    def stop(*_: object) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def stop_and_exit(*_: object) -> None:
+        stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop_and_exit)
+    if not wait_for_http(f"http://{HOST}:{PORT}/healthz", timeout=45):
+        stop()
+        print(f"the web server did not come up; see {LOGS / 'web.log'}", file=sys.stderr)
+        return 1
+    print(
+        f"\n  envportal is running at http://{HOST}:{PORT}/\n"
+        f"  sign in as   {DEMO_USER} / {password}\n"
+        f"  logs         {LOGS}/{{web,worker,beat}}.log\n"
+        "  Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    try:
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; see {LOGS / name}.log")
+                    stop()
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
