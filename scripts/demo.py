@@ -1,7 +1,8 @@
-"""`make demo`: migrate, create a demo login, and run web + worker + beat together.
+"""`make demo`: the sandbox world, then migrate, a demo login, and web + worker + beat.
 
 Development wiring only (DEBUG on, local SQLite and filesystem broker unless DATABASE_URL /
-CELERY_BROKER_URL say otherwise). Ctrl-C stops every process it started.
+CELERY_BROKER_URL say otherwise). The portal is pointed at the sandbox (simulated GitHub and
+Kubernetes/Argo CD/vcluster) through the variables it writes. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -48,6 +49,26 @@ def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[b
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start `manage.py sandbox --scenario demo`; return it and the variables it wrote."""
+    env_file = ROOT / ".local" / "sandbox.env"
+    env_file.unlink(missing_ok=True)
+    process = start(
+        "sandbox",
+        [sys.executable, "manage.py", "sandbox", "--scenario", "demo", "--env-file", str(env_file)],
+        env,
+    )
+    deadline = time.monotonic() + 30
+    while not env_file.exists() or "sandbox ready" not in (LOGS / "sandbox.log").read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the sandbox did not start; see {LOGS / 'sandbox.log'}")
+        time.sleep(0.2)
+    variables = dict(
+        line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+    )
+    return process, variables
+
+
 def wait_for_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,12 +83,16 @@ def wait_for_http(url: str, timeout: float) -> bool:
 def main() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "true"), "PYTHONUNBUFFERED": "1"}
+    print("envportal demo: starting the sandbox (simulated GitHub and Kubernetes) ...", flush=True)
+    sandbox, variables = start_sandbox(env)
+    env.update(variables)
     print("envportal demo: migrating the database ...", flush=True)
     manage("migrate", "--no-input", "-v", "0", env=env)
     password = create_demo_login(env)
 
     python = sys.executable
     processes = {
+        "sandbox": sandbox,
         "web": start(
             "web", [python, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], env
         ),
@@ -103,7 +128,9 @@ def main() -> int:
     print(
         f"\n  envportal is running at http://{HOST}:{PORT}/\n"
         f"  sign in as   {DEMO_USER} / {password}\n"
-        f"  logs         {LOGS}/{{web,worker,beat}}.log\n"
+        f"  logs         {LOGS}/{{web,worker,beat,sandbox}}.log\n"
+        f"  sandbox      GitHub {variables['GITHUB_API_URL']}, Kubernetes via "
+        f"KUBECONFIG={variables['KUBECONFIG']}\n"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
