@@ -1,8 +1,9 @@
-"""Real PEM material for simulated vclusters: a CA and a client certificate signed by it."""
+"""Real PEM material: each vcluster's CA and client certificate, and the API server's own TLS."""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -18,53 +19,6 @@ class ClusterCredentials:
     client_key_pem: str
 
 
-def _name(common_name: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
-
-
-def issue(cluster_name: str, sans: list[str]) -> ClusterCredentials:
-    """A self-signed CA (as vcluster makes) and an admin client certificate, ECDSA P-256."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"{cluster_name}-ca")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = (
-        x509.CertificateBuilder()
-        .subject_name(_name("kube-admin", "system:masters"))
-        .issuer_name(ca_name)
-        .public_key(client_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return ClusterCredentials(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM).decode(),
-        client_cert_pem=client.public_bytes(serialization.Encoding.PEM).decode(),
-        client_key_pem=client_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ).decode(),
-    )
-
-
 @dataclass(frozen=True)
 class ServingCertificate:
     ca_pem: str
@@ -72,63 +26,103 @@ class ServingCertificate:
     key_pem: str
 
 
-def serving_certificate(hosts: list[str]) -> ServingCertificate:
-    """A CA and a server certificate for `hosts` (names or IP addresses), as a cluster has."""
-    import ipaddress
+def _name(common_name: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
 
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("sandbox-kube-ca")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+
+def _alt_names(hosts: list[str]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    return x509.SubjectAlternativeName(names)
+
+
+def _certificate(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    signer: ec.EllipticCurvePrivateKey,
+    days: int,
+    extensions: list[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name("kube-apiserver"))
-        .issuer_name(ca_name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _ca(
+    common_name: str, sans: list[str] | None = None
+) -> tuple[x509.Name, ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=None), True)
+    ]
+    if sans:
+        extensions.append((_alt_names(sans), False))
+    return name, key, _certificate(name, key, name, key, 3650, extensions)
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey, fmt: serialization.PrivateFormat) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+
+def issue(cluster_name: str, sans: list[str]) -> ClusterCredentials:
+    """A self-signed CA (as vcluster makes) and an admin client certificate, ECDSA P-256."""
+    ca_name, ca_key, ca = _ca(f"{cluster_name}-ca", sans)
+    key = ec.generate_private_key(ec.SECP256R1())
+    client = _certificate(
+        _name("kube-admin", "system:masters"),
+        key,
+        ca_name,
+        ca_key,
+        365,
+        [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+    )
+    return ClusterCredentials(
+        ca_pem=_pem(ca),
+        client_cert_pem=_pem(client),
+        client_key_pem=_key_pem(key, serialization.PrivateFormat.TraditionalOpenSSL),
+    )
+
+
+def serving_certificate(hosts: list[str]) -> ServingCertificate:
+    """A CA and a server certificate for `hosts` (names or IP addresses), as a cluster has."""
+    ca_name, ca_key, ca = _ca("sandbox-kube-ca")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(
+        _name("kube-apiserver"),
+        key,
+        ca_name,
+        ca_key,
+        365,
+        [
+            (_alt_names(hosts), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
     )
     return ServingCertificate(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM).decode(),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
+        ca_pem=_pem(ca),
+        cert_pem=_pem(cert),
+        key_pem=_key_pem(key, serialization.PrivateFormat.PKCS8),
     )
