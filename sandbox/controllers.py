@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from sandbox import argo_template, pki
+from environments import argo_templates as argo_template
+from sandbox import pki
 from sandbox.github import GitHub
 from sandbox.kube import KIND_BY_PLURAL, ApiError, Cluster, Obj, now_rfc3339
 

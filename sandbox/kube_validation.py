@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from environments.argo_templates import go_quote
+
 DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_LABEL_MAX_LENGTH = 63
 DNS1123_SUBDOMAIN = DNS1123_LABEL + "(\\." + DNS1123_LABEL + ")*"
@@ -87,11 +89,6 @@ class Cause:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
-
-
-def go_quote(value: str) -> str:
-    """Go's `%q` for a string, close enough for error messages."""
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _show(value: Any) -> str:

@@ -181,7 +181,7 @@ def app_names(pr: DemoPR, number: int) -> list[str]:
             f"cluster-{pr.branch}-{number}",
             f"sampleapp-{pr.branch}-{number}",
         ]
-    from sandbox.argo_template import slugify
+    from environments.argo_templates import slugify
 
     return [f"storefront-{slugify(pr.branch)}-{number}"]
 

@@ -15,13 +15,17 @@ Anything else (`if`, `range`, variables, other functions) raises `TemplateError`
 # ruff: noqa: RUF001 - the transliteration table maps look-alike letters on purpose.
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.kube_validation import go_quote
+
+def go_quote(value: str) -> str:
+    """Go's `%q` for a string, close enough for error messages."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 class TemplateError(ValueError):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.argo_template import (
+from environments.argo_templates import (
     TemplateError,
     normalize,
     pull_request_params,
@@ -16,7 +16,7 @@ from sandbox.argo_template import (
 from sandbox.kube_validation import label_errors, subdomain_errors
 
 # The project's shared reference material lives beside the repository.
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "applicationsets.yaml"
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "applicationsets.yaml"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
