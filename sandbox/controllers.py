@@ -711,12 +711,7 @@ class ApplicationController:
         if not in_cluster or not namespace:
             return resources  # inside a vcluster: its own API, not emulated
         labels = {"app.kubernetes.io/instance": release, "argocd.argoproj.io/instance": release}
-        ensure(
-            self.cluster,
-            NAMESPACES,
-            "",
-            {"metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "argocd"}}},
-        )
+        ensure(self.cluster, NAMESPACES, "", {"metadata": {"name": namespace}})
         if is_vcluster_app(app):
             return resources  # the vcluster simulator creates its workload
         ensure(
@@ -955,7 +950,16 @@ def vcluster_server(app: Obj, release: str, namespace: str) -> tuple[str, list[s
 
 
 def kubeconfig_secret(app: Obj, release: str, namespace: str, owner: list[Obj]) -> Obj:
+    """`vc-<release>` as vcluster writes it; the 0.x chart (the seed's) puts no labels on it."""
     server, sans = vcluster_server(app, release, namespace)
+    values = helm_values(app)
+    modern = (
+        "exportKubeConfig" in values
+        or "controlPlane" in values
+        or any(
+            name.startswith(("exportKubeConfig.", "controlPlane.")) for name in helm_parameters(app)
+        )
+    )
     creds = pki.issue(release, sans)
     b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
     config = {
@@ -983,12 +987,11 @@ def kubeconfig_secret(app: Obj, release: str, namespace: str, owner: list[Obj]) 
         "current-context": "my-vcluster",
         "preferences": {},
     }
+    metadata: Obj = {"name": f"vc-{release}", "ownerReferences": owner}
+    if modern:
+        metadata["labels"] = {"app": "vcluster", "vcluster-name": release}  # v0.24.0+
     return {
-        "metadata": {
-            "name": f"vc-{release}",
-            "labels": {"app": "vcluster", "vcluster-name": release},
-            "ownerReferences": owner,
-        },
+        "metadata": metadata,
         "type": "Opaque",
         "data": {
             "config": b64(yaml.safe_dump(config, sort_keys=False)),
