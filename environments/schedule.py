@@ -20,6 +20,18 @@ class Periodic:
 
 PERIODIC_TASKS = [
     Periodic(
+        name="envportal: sync pull requests",
+        task="environments.tasks.sync_pull_requests",
+        every_seconds=60,
+        description="Open PRs of every repository from GitHub (webhooks make it near-instant).",
+    ),
+    Periodic(
+        name="envportal: sync clusters",
+        task="environments.tasks.sync_clusters",
+        every_seconds=15,
+        description="Argo CD Applications, namespaces, vclusters and secrets of every environment.",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

@@ -1,17 +1,80 @@
-"""Celery tasks: thin wrappers that load what they need and call domain functions."""
+"""Celery tasks: thin wrappers that take ids, skip overlapping runs, and call domain functions."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
 from django.utils import timezone
 
+from environments import sync
+from environments.errors import Transient
+from environments.models import Repository
+
+log = logging.getLogger(__name__)
+
 HEARTBEAT_KEY = "envportal:heartbeat"
+LOCK_SECONDS = 300  # longer than the hard time limit: a killed run's lock expires by itself
 
 
-@shared_task(ignore_result=False)
+@contextmanager
+def single_run(name: str) -> Iterator[bool]:
+    """Yield True when this run holds the lock `name`; False when another run does."""
+    key, token = f"envportal:lock:{name}", uuid.uuid4().hex
+    acquired = cache.add(key, token, timeout=LOCK_SECONDS)
+    try:
+        yield bool(acquired)
+    finally:
+        if acquired and cache.get(key) == token:
+            cache.delete(key)
+
+
+def _locked(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    with single_run(name) as mine:
+        if not mine:
+            log.info("%s skipped: the previous run is still going", name)
+            return {"skipped": True}
+        return work()
+
+
+@shared_task(base=DjangoTask, ignore_result=False)
 def heartbeat() -> str:
     """Record that a worker ran a beat-scheduled task; return the time as ISO 8601."""
     now = timezone.now().isoformat()
     cache.set(HEARTBEAT_KEY, now, timeout=None)
     return now
+
+
+@shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
+def sync_pull_requests() -> dict[str, Any]:
+    """Beat: open PRs of every repository (conditional requests; 304s are free)."""
+    return _locked("sync_pull_requests", sync.sync_pull_requests)
+
+
+@shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
+def sync_clusters() -> dict[str, Any]:
+    """Beat (and after each webhook): the cluster's state of every environment."""
+    return _locked("sync_clusters", sync.sync_cluster)
+
+
+@shared_task(
+    base=DjangoTask,
+    autoretry_for=(Transient,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def refresh_applicationsets(repository_id: int) -> list[str]:
+    """After a webhook: make Argo CD list the repository's PRs now instead of at its next poll."""
+    repository = Repository.objects.filter(pk=repository_id, enabled=True).first()
+    if repository is None:
+        return []
+    return sync.refresh_applicationsets(repository)

@@ -504,7 +504,8 @@ class ApplicationController:
         if before == after and not drop_refresh:
             return
         status["reconciledAt"] = now_rfc3339()
-        body: Obj = {"status": status}
+        # A merge patch keeps keys it does not mention: null the ones that went away.
+        body: Obj = {"status": {**dict.fromkeys(old), **status}}
         if drop_refresh:
             body["metadata"] = {"annotations": {APP_REFRESH: None}}
         self.cluster.patch(APPLICATIONS, self.namespace, app["metadata"]["name"], body)

@@ -72,13 +72,21 @@ class World:
 
     # --- running -------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", github_port: int = 0, kube_port: int = 0) -> None:
+    def start(
+        self,
+        host: str = "127.0.0.1",
+        github_port: int = 0,
+        kube_port: int = 0,
+        run_controllers: bool = True,
+    ) -> None:
+        """Serve both APIs; with `run_controllers`, tick the controllers in the background."""
         github_server, self.github_url = serve(self.github, host, github_port)
         self.serving = pki.serving_certificate([host, "localhost", "127.0.0.1"])
         tls = tls_context(self.serving.cert_pem, self.serving.key_pem)
         kube_server, self.kube_url = serve(self._kube_app, host, kube_port, tls=tls)
         self._servers = [github_server, kube_server]
-        threading.Thread(target=self._loop, name="sandbox-controllers", daemon=True).start()
+        if run_controllers:
+            threading.Thread(target=self._loop, name="sandbox-controllers", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -55,7 +55,17 @@ def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[st
     env_file.unlink(missing_ok=True)
     process = start(
         "sandbox",
-        [sys.executable, "manage.py", "sandbox", "--scenario", "demo", "--env-file", str(env_file)],
+        [
+            sys.executable,
+            "manage.py",
+            "sandbox",
+            "--scenario",
+            "demo",
+            "--env-file",
+            str(env_file),
+            "--webhook-url",
+            f"http://{HOST}:{PORT}/webhooks/github/",
+        ],
         env,
     )
     deadline = time.monotonic() + 30

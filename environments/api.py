@@ -1,0 +1,177 @@
+"""The read API for CI pipelines and scripts: environments as JSON.
+
+Callers sign in with the portal session or `Authorization: Bearer <token>` (an ApiToken).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from environments.models import ApiToken, Environment, PullRequest, SyncStatus, hash_token
+
+# Writing last_used_at on every call would turn each read into a write.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+View = Callable[..., JsonResponse]
+
+
+def token_from_header(request: HttpRequest) -> ApiToken | None:
+    """The active ApiToken named by `Authorization: Bearer <token>`, or None."""
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    raw = raw.strip()
+    if scheme.lower() != "bearer" or not raw:
+        return None
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= TOKEN_TOUCH_INTERVAL:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
+def api_login_required(view: View) -> View:
+    """Let in a signed-in session or a valid bearer token; otherwise answer 401 JSON."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if not request.user.is_authenticated:
+            token = token_from_header(request)
+            if token is None:
+                response = JsonResponse(
+                    {"error": "authentication required: sign in or send a bearer token"},
+                    status=401,
+                )
+                response["WWW-Authenticate"] = 'Bearer realm="envportal"'
+                return response
+            request.user = token.user
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def environments() -> QuerySet[Environment]:
+    """Environments with everything `environment_json` reads, in a fixed number of queries."""
+    return Environment.objects.select_related("pull_request__repository").prefetch_related("apps")
+
+
+def environment_json(env: Environment) -> dict[str, Any]:
+    pr = env.pull_request
+    return {
+        "repository": pr.repository.full_name,
+        "number": pr.number,
+        "title": pr.title,
+        "author": pr.author,
+        "branch": pr.branch,
+        "flavor": env.flavor,
+        "state": env.state,
+        "reason": env.reason,
+        "health": env.health,
+        "sync": env.sync,
+        "url": env.url,
+        "namespace": env.namespace,
+        "head_sha": pr.head_sha,
+        "deployed_sha": env.deployed_sha,
+        "expires_at": iso(env.expires_at),
+        "pinned": env.pinned,
+        "apps": [
+            {
+                "name": app.name,
+                "role": app.role,
+                "applicationset": app.applicationset,
+                "sync": app.sync,
+                "health": app.health,
+                "operation_phase": app.operation_phase,
+                "operation_message": app.operation_message,
+                "conditions": app.conditions,
+            }
+            for app in env.apps.all()
+        ],
+        "last_synced_at": iso(env.last_seen_at),
+        "links": {"pull_request": pr.html_url},
+    }
+
+
+def sync_status_json() -> dict[str, dict[str, str | None]]:
+    """How fresh the data is: when each outside system was last read, and its last error."""
+    return {
+        status.key: {
+            "last_success_at": iso(status.last_success_at),
+            "last_error": status.last_error,
+        }
+        for status in SyncStatus.objects.order_by("key")
+    }
+
+
+def bad_request(message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=400)
+
+
+@require_safe
+@never_cache
+@api_login_required
+def environment_list(request: HttpRequest) -> JsonResponse:
+    """Environments of open PRs; filters: state, flavor, repository=owner/name, include_closed=1."""
+    queryset = environments()
+    if request.GET.get("include_closed") not in ("1", "true", "yes"):
+        queryset = queryset.filter(pull_request__state=PullRequest.State.OPEN)
+    states = request.GET.getlist("state")
+    if states:
+        unknown = set(states) - set(Environment.State.values)
+        if unknown:
+            return bad_request(f"unknown state {sorted(unknown)[0]!r}")
+        queryset = queryset.filter(state__in=states)
+    flavors = request.GET.getlist("flavor")
+    if flavors:
+        unknown = set(flavors) - set(Environment.Flavor.values)
+        if unknown:
+            return bad_request(f"unknown flavor {sorted(unknown)[0]!r}")
+        queryset = queryset.filter(flavor__in=flavors)
+    repository = request.GET.get("repository")
+    if repository:
+        owner, _, name = repository.partition("/")
+        if not owner or not name:
+            return bad_request("repository must be owner/name")
+        queryset = queryset.filter(
+            pull_request__repository__owner__iexact=owner,
+            pull_request__repository__name__iexact=name,
+        )
+    results = [environment_json(env) for env in queryset]
+    return JsonResponse({"count": len(results), "results": results, "stale": sync_status_json()})
+
+
+@require_safe
+@never_cache
+@api_login_required
+def environment_detail(
+    request: HttpRequest, owner: str, repo: str, number: int, flavor: str
+) -> JsonResponse:
+    """One environment: /api/v1/environments/<owner>/<repo>/<number>/<flavor>/."""
+    env = (
+        environments()
+        .filter(
+            pull_request__repository__owner__iexact=owner,
+            pull_request__repository__name__iexact=repo,
+            pull_request__number=number,
+            flavor=flavor,
+        )
+        .first()
+    )
+    if env is None:
+        return JsonResponse(
+            {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
+        )
+    return JsonResponse(environment_json(env))

@@ -1,0 +1,53 @@
+"""Celery tasks are thin, skip overlapping runs, and retry only what is transient."""
+
+from __future__ import annotations
+
+import pytest
+
+from environments import sync, tasks
+from environments.errors import PermissionDenied, Transient
+from environments.models import Repository
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_overlapping_run_is_skipped(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sync, "sync_cluster", lambda: calls.append(1) or {"ok": True})
+    with tasks.single_run("sync_clusters") as mine:
+        assert mine
+        assert tasks.sync_clusters.apply().get() == {"skipped": True}
+    assert calls == []
+    assert tasks.sync_clusters.apply().get() == {"ok": True}
+
+
+def test_refresh_ignores_a_repository_that_is_gone_or_disabled(monkeypatch):
+    monkeypatch.setattr(sync, "refresh_applicationsets", lambda repo: pytest.fail("called"))
+    assert tasks.refresh_applicationsets.apply(args=[12345]).get() == []
+    repo = Repository.objects.create(owner="a", name="b", enabled=False, applicationsets=["x"])
+    assert tasks.refresh_applicationsets.apply(args=[repo.pk]).get() == []
+
+
+def test_refresh_retries_transient_errors_only(monkeypatch):
+    repo = Repository.objects.create(owner="a", name="b", applicationsets=["x"])
+    attempts = []
+
+    def flaky(repository):
+        attempts.append(1)
+        raise Transient("kubernetes unreachable")
+
+    monkeypatch.setattr(sync, "refresh_applicationsets", flaky)
+    result = tasks.refresh_applicationsets.apply(args=[repo.pk])
+    assert isinstance(result.result, Transient)
+    assert len(attempts) == 6  # the first try and five retries (eager retries run at once)
+
+    attempts.clear()
+
+    def forbidden(repository):
+        attempts.append(1)
+        raise PermissionDenied("rbac")
+
+    monkeypatch.setattr(sync, "refresh_applicationsets", forbidden)
+    result = tasks.refresh_applicationsets.apply(args=[repo.pk])
+    assert isinstance(result.result, PermissionDenied)
+    assert len(attempts) == 1
