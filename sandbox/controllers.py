@@ -635,9 +635,12 @@ class ApplicationController:
             status["sync"] = {"status": "Synced", "comparedTo": compared, "revision": revision}
             status["health"] = {"status": health}
             if health == "Degraded":
-                status["health"]["message"] = (
-                    'Deployment "sampleapp" exceeded its progress deadline'
+                workload = (
+                    f'StatefulSet "{meta["name"]}"'
+                    if is_vcluster_app(app)
+                    else 'Deployment "sampleapp"'
                 )
+                status["health"]["message"] = f"{workload} exceeded its progress deadline"
             status["resources"] = [
                 {
                     **r,
