@@ -13,7 +13,12 @@ pytestmark = pytest.mark.django_db
 
 def test_an_overlapping_run_is_skipped(monkeypatch):
     calls = []
-    monkeypatch.setattr(sync, "sync_cluster", lambda: calls.append(1) or {"ok": True})
+
+    def work():
+        calls.append(1)
+        return {"ok": True}
+
+    monkeypatch.setattr(sync, "sync_cluster", work)
     with tasks.single_run("sync_clusters") as mine:
         assert mine
         assert tasks.sync_clusters.apply().get() == {"skipped": True}
