@@ -84,7 +84,13 @@ def sync_pull_requests(repositories: list[Repository] | None = None) -> dict[str
     repos = (
         repositories if repositories is not None else list(Repository.objects.filter(enabled=True))
     )
-    summary: dict[str, Any] = {"repositories": 0, "requests": 0, "not_modified": 0, "errors": []}
+    summary: dict[str, Any] = {
+        "repositories": 0,
+        "requests": 0,
+        "not_modified": 0,
+        "changed": 0,
+        "errors": [],
+    }
     by_api: dict[str, list[Repository]] = defaultdict(list)
     for repo in repos:
         by_api[repo.api_url].append(repo)
@@ -116,7 +122,8 @@ def sync_pull_requests(repositories: list[Repository] | None = None) -> dict[str
             summary["requests"] += result.requests
             summary["not_modified"] += result.not_modified
             rate = result.rate or rate
-            _apply_pages(repo, result)
+            counts = _apply_pages(repo, result)
+            summary["changed"] += sum(counts.values())
         details = rate.as_dict() if rate else status.details
         _record(github_key(api_url), error, details)
         if rate and rate.limit and rate.remaining < max(10, rate.limit * LOW_BUDGET):
@@ -130,9 +137,10 @@ def _etags(repo: Repository) -> dict[str, str]:
     return dict(repo.pulls_etags.get("etags") or {})
 
 
-def _apply_pages(repo: Repository, result: github_gateway.OpenPulls) -> None:
+def _apply_pages(repo: Repository, result: github_gateway.OpenPulls) -> dict[str, int]:
     """Merge changed pages with unchanged ones (whose PR numbers were kept) and apply them."""
     numbers: dict[str, list[int]] = dict(repo.pulls_etags.get("numbers") or {})
+    counts: dict[str, int] = {}
     if result.changed:
         changed: list[pulls.PullData] = []
         unchanged: list[int] = []
@@ -145,10 +153,11 @@ def _apply_pages(repo: Repository, result: github_gateway.OpenPulls) -> None:
                 changed += data
         numbers = {p: n for p, n in numbers.items() if int(p) in result.pages}
         kept = list(repo.pulls.filter(number__in=unchanged))
-        pulls.apply_pulls(repo, [*changed, *(_as_data(pr) for pr in kept)], complete=True)
+        counts = pulls.apply_pulls(repo, [*changed, *(_as_data(pr) for pr in kept)], complete=True)
     repo.pulls_etags = {"etags": result.etags, "numbers": numbers}
     repo.pulls_synced_at = timezone.now()
     repo.save(update_fields=["pulls_etags", "pulls_synced_at"])
+    return counts
 
 
 def _as_data(pr: PullRequest) -> pulls.PullData:
@@ -170,13 +179,14 @@ def _as_data(pr: PullRequest) -> pulls.PullData:
 # --- Cluster ---------------------------------------------------------------------------------
 
 
-def discover(sources: list[discovery.Source]) -> list[Repository]:
-    """Create Repository rows for the generators' repositories; keep admins' settings."""
+def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
+    """Create Repository rows for the generators' repositories; keep admins' settings.
+    Returns the repositories and how many are new."""
     wanted: dict[tuple[str, str, str], list[discovery.Source]] = defaultdict(list)
     for source in sources:
         wanted[(source.api_url, source.owner, source.repo)].append(source)
     existing = {(r.api_url, r.owner, r.name): r for r in Repository.objects.all()}
-    repos = []
+    repos, created = [], 0
     for key, group in wanted.items():
         appsets = sorted({s.applicationset for s in group})
         labels = sorted({label for s in group for label in s.labels})
@@ -196,7 +206,7 @@ def discover(sources: list[discovery.Source]) -> list[Repository]:
             repo.applicationsets, repo.opt_in_label = appsets, ",".join(labels)
             repo.save(update_fields=["applicationsets", "opt_in_label"])
         repos.append(repo)
-    return repos
+    return repos, created
 
 
 def _cluster_servers(snapshot: kube_gateway.ClusterSnapshot, namespace: str) -> set[str]:
@@ -228,7 +238,7 @@ def sync_cluster() -> dict[str, Any]:
         _record(KUBERNETES, str(exc))
         return {"error": str(exc), "requests": 0}
     sources = discovery.sources(snapshot.applicationsets, settings.GITHUB_API_URL)
-    discover(sources)
+    _, discovered = discover(sources)
     world = health.World(
         namespaces=snapshot.namespaces,
         statefulsets=snapshot.statefulsets,
@@ -240,7 +250,12 @@ def sync_cluster() -> dict[str, Any]:
     for app in snapshot.applications:
         for ref in app["metadata"].get("ownerReferences") or []:
             apps_by_owner[ref.get("uid", "")][app["metadata"]["name"]] = app
-    summary = {"requests": snapshot.requests, "environments": 0, "changed": 0}
+    summary = {
+        "requests": snapshot.requests,
+        "environments": 0,
+        "changed": 0,
+        "discovered": discovered,
+    }
     repos = Repository.objects.filter(enabled=True).prefetch_related(
         Prefetch(
             "pulls",

@@ -54,13 +54,19 @@ def heartbeat() -> str:
 @shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
 def sync_pull_requests() -> dict[str, Any]:
     """Beat: open PRs of every repository (conditional requests; 304s are free)."""
-    return _locked("sync_pull_requests", sync.sync_pull_requests)
+    result = _locked("sync_pull_requests", sync.sync_pull_requests)
+    if result.get("changed"):
+        sync_clusters.delay()  # new or changed PRs get their environments assessed now
+    return result
 
 
 @shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
 def sync_clusters() -> dict[str, Any]:
     """Beat (and after each webhook): the cluster's state of every environment."""
-    return _locked("sync_clusters", sync.sync_cluster)
+    result = _locked("sync_clusters", sync.sync_cluster)
+    if result.get("discovered"):
+        sync_pull_requests.delay()  # a new repository: read its PRs now, not at the next tick
+    return result
 
 
 @shared_task(

@@ -99,6 +99,8 @@ def main() -> int:
     print("envportal demo: migrating the database ...", flush=True)
     manage("migrate", "--no-input", "-v", "0", env=env)
     password = create_demo_login(env)
+    print("envportal demo: first sync (GitHub and Kubernetes of the sandbox) ...", flush=True)
+    manage("sync_now", env=env)
 
     python = sys.executable
     processes = {
