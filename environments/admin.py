@@ -6,6 +6,7 @@ from django.contrib import admin
 
 from environments.models import (
     ApiToken,
+    ClusterSecret,
     Environment,
     EnvironmentApp,
     Event,
@@ -126,6 +127,29 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "name", "created_at", "last_used_at")
     fields = ("user", "name", "prefix", "created_at", "last_used_at")
     readonly_fields = ("user", "prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+
+@admin.register(ClusterSecret)
+class ClusterSecretAdmin(admin.ModelAdmin):
+    """Secret sync status per vcluster environment: server and fingerprint, never the keys."""
+
+    list_display = ("secret_name", "environment", "state", "server", "fingerprint", "synced_at")
+    list_filter = ("state",)
+    list_select_related = ("environment__pull_request__repository",)
+    readonly_fields = (
+        "environment",
+        "secret_name",
+        "source",
+        "server",
+        "fingerprint",
+        "state",
+        "message",
+        "synced_at",
+        "updated_at",
+    )
 
     def has_add_permission(self, request: object) -> bool:
         return False

@@ -65,7 +65,9 @@ def iso(value: datetime | None) -> str | None:
 
 def environments() -> QuerySet[Environment]:
     """Environments with everything `environment_json` reads, in a fixed number of queries."""
-    return Environment.objects.select_related("pull_request__repository").prefetch_related("apps")
+    return Environment.objects.select_related(
+        "pull_request__repository", "cluster_secret"
+    ).prefetch_related("apps")
 
 
 def environment_json(env: Environment) -> dict[str, Any]:
@@ -97,11 +99,28 @@ def environment_json(env: Environment) -> dict[str, Any]:
                 "operation_phase": app.operation_phase,
                 "operation_message": app.operation_message,
                 "conditions": app.conditions,
+                "exists": app.exists,
             }
             for app in env.apps.all()
         ],
+        "cluster_secret": cluster_secret_json(env),
         "last_synced_at": iso(env.last_seen_at),
         "links": {"pull_request": pr.html_url},
+    }
+
+
+def cluster_secret_json(env: Environment) -> dict[str, Any] | None:
+    """The Argo CD cluster secret's sync status (never its content)."""
+    record = getattr(env, "cluster_secret", None)
+    if record is None:
+        return None
+    return {
+        "name": record.secret_name,
+        "state": record.state,
+        "server": record.server,
+        "fingerprint": record.fingerprint,
+        "synced_at": iso(record.synced_at),
+        "message": record.message,
     }
 
 

@@ -7,6 +7,7 @@ transient ones are retried here, with one bounded backoff policy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,9 @@ API_CALLS = {
     ("list", "secrets"),
     ("patch", "applicationsets"),
     ("patch", "applications"),
+    ("create", "secrets"),
+    ("update", "secrets"),
+    ("delete", "secrets"),
 }
 
 _lock = threading.Lock()
@@ -229,3 +233,50 @@ def refresh_applicationset(namespace: str, name: str) -> None:
 def refresh_application(namespace: str, name: str, hard: bool = True) -> None:
     """Ask the Application controller to refresh (hard: drop its manifest cache)."""
     annotate("applications", namespace, name, {APP_REFRESH: "hard" if hard else "normal"})
+
+
+def create_secret(namespace: str, body: Obj) -> None:
+    """https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/secret-v1/#create-create-a-secret"""
+    core = client.CoreV1Api(api_client())
+    manifest: Any = body  # the client serializes plain dicts as they are
+    _call(
+        f"create secret {body['metadata']['name']}",
+        lambda: core.create_namespaced_secret(
+            namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        ),
+    )
+
+
+def replace_secret(namespace: str, name: str, body: Obj) -> None:
+    """Replace, guarded by the body's resourceVersion (409 Conflict when it moved on).
+
+    https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/secret-v1/#update-replace-the-specified-secret
+    """
+    core = client.CoreV1Api(api_client())
+    manifest: Any = body
+    _call(
+        f"update secret {name}",
+        lambda: core.replace_namespaced_secret(
+            name, namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        ),
+    )
+
+
+def delete_secret(namespace: str, name: str, uid: str) -> None:
+    """Delete, only if it is still the object we looked at (uid precondition).
+
+    https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/secret-v1/#delete-delete-a-secret
+    """
+    core = client.CoreV1Api(api_client())
+    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+    with contextlib.suppress(NotFound):  # already gone: the goal is reached
+        _call(
+            f"delete secret {name}",
+            lambda: core.delete_namespaced_secret(
+                name,
+                namespace,
+                body=options,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )

@@ -259,3 +259,35 @@ class ApiToken(models.Model):
         raw = "envp_" + secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=raw[:12], key_hash=hash_token(raw))
         return token, raw
+
+
+class ClusterSecret(models.Model):
+    """The Argo CD cluster secret envportal keeps for a vcluster environment.
+
+    Only what is safe to show is stored: never the kubeconfig, certificates, keys or tokens.
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting"
+        SYNCED = "synced"
+        ERROR = "error"
+        CONFLICT = "conflict"
+        DELETING = "deleting"
+        DELETED = "deleted"
+
+    environment = models.OneToOneField(
+        Environment, on_delete=models.CASCADE, related_name="cluster_secret"
+    )
+    secret_name = models.CharField(max_length=253)
+    source = models.CharField(
+        max_length=300, blank=True, help_text="namespace/name of vc-<release>"
+    )
+    server = models.CharField(max_length=500, blank=True)
+    fingerprint = models.CharField(max_length=12, blank=True, help_text="First 12 hex of SHA-256")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING)
+    message = models.CharField(max_length=1000, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.secret_name

@@ -32,6 +32,12 @@ PERIODIC_TASKS = [
         description="Argo CD Applications, namespaces, vclusters and secrets of every environment.",
     ),
     Periodic(
+        name="envportal: sync cluster secrets",
+        task="environments.tasks.sync_cluster_secrets",
+        every_seconds=15,
+        description="vcluster kubeconfigs → Argo CD cluster secrets (create, update, delete).",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

@@ -52,6 +52,7 @@ APP_FIELDS = (
     "destination_namespace",
     "exists",
 )
+WAITING_FOR_SECRET = "waiting for the Argo CD cluster secret"  # noqa: S105 - a reason
 ENV_FIELDS = ("state", "reason", "health", "sync", "deployed_sha", "url", "namespace")
 
 
@@ -255,6 +256,7 @@ def sync_cluster() -> dict[str, Any]:
         "environments": 0,
         "changed": 0,
         "discovered": discovered,
+        "needs_cluster_secrets": 0,
     }
     repos = Repository.objects.filter(enabled=True).prefetch_related(
         Prefetch(
@@ -276,6 +278,7 @@ def sync_cluster() -> dict[str, Any]:
         counts = _sync_repository(repo, repo_sources, apps_by_owner, world)
         summary["environments"] += counts["environments"]
         summary["changed"] += counts["changed"]
+        summary["needs_cluster_secrets"] += counts["needs_cluster_secrets"]
     _record(KUBERNETES, "", {"requests": snapshot.requests})
     return summary
 
@@ -343,7 +346,17 @@ def _sync_repository(
         )
         Event.objects.bulk_create(events)
         _write_apps(app_rows)
-    return {"environments": len(app_rows), "changed": len(env_creates) + len(env_updates)}
+    waiting = sum(
+        1
+        for env, _, _ in app_rows
+        if env.flavor == "vcluster"
+        and (env.state == "destroying" or env.reason.startswith(WAITING_FOR_SECRET))
+    )
+    return {
+        "environments": len(app_rows),
+        "changed": len(env_creates) + len(env_updates),
+        "needs_cluster_secrets": waiting,
+    }
 
 
 def _apply_assessment(

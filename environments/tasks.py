@@ -13,7 +13,7 @@ from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
 from django.utils import timezone
 
-from environments import sync
+from environments import secret_sync, sync
 from environments.errors import Transient
 from environments.models import Repository
 
@@ -66,6 +66,25 @@ def sync_clusters() -> dict[str, Any]:
     result = _locked("sync_clusters", sync.sync_cluster)
     if result.get("discovered"):
         sync_pull_requests.delay()  # a new repository: read its PRs now, not at the next tick
+    if result.get("needs_cluster_secrets"):
+        sync_cluster_secrets.delay()  # a vcluster is ready: give Argo CD its cluster secret now
+    return result
+
+
+@shared_task(
+    base=DjangoTask,
+    autoretry_for=(Transient,),  # Kubernetes down or throttling; RBAC errors wait for a fix
+    retry_backoff=2,
+    retry_backoff_max=30,
+    max_retries=3,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def sync_cluster_secrets() -> dict[str, Any]:
+    """Beat (and when a vcluster becomes ready): vcluster kubeconfigs → Argo CD cluster secrets."""
+    result = _locked("sync_cluster_secrets", secret_sync.sync_cluster_secrets)
+    if any(result.get(k) for k in ("created", "updated", "deleted")):
+        sync_clusters.apply_async(countdown=2)  # show the apps syncing against their new cluster
     return result
 
 

@@ -56,3 +56,36 @@ def test_refresh_retries_transient_errors_only(monkeypatch):
     result = tasks.refresh_applicationsets.apply(args=[repo.pk])
     assert isinstance(result.result, PermissionDenied)
     assert len(attempts) == 1
+
+
+def test_the_secret_sync_retries_when_kubernetes_is_down_but_not_on_rbac(monkeypatch):
+    from environments import kube_gateway
+
+    attempts = []
+
+    def down(namespace):
+        attempts.append(1)
+        raise Transient("connection refused")
+
+    monkeypatch.setattr(kube_gateway, "list_applications", down)
+    result = tasks.sync_cluster_secrets.apply()
+    assert isinstance(result.result, Transient)
+    assert len(attempts) == 4  # the first try and three retries
+
+    attempts.clear()
+
+    def forbidden(namespace):
+        attempts.append(1)
+        raise PermissionDenied("secrets is forbidden")
+
+    monkeypatch.setattr(kube_gateway, "list_applications", forbidden)
+    assert tasks.sync_cluster_secrets.apply().get() == {"error": 1, "requests": 0}
+    assert len(attempts) == 1
+
+
+def test_a_vcluster_waiting_for_its_secret_triggers_the_secret_sync(monkeypatch):
+    queued = []
+    monkeypatch.setattr(sync, "sync_cluster", lambda: {"needs_cluster_secrets": 1})
+    monkeypatch.setattr(tasks.sync_cluster_secrets, "delay", lambda: queued.append(1))
+    tasks.sync_clusters.apply().get()
+    assert queued == [1]
