@@ -8,6 +8,9 @@ class EnvironmentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from environments import schedule
+        from environments import permissions, schedule
 
         post_migrate.connect(schedule.ensure_periodic_tasks_after_migrate, sender=self)
+        # environments comes after auth and django_celery_beat in INSTALLED_APPS: their
+        # permissions exist by the time this runs.
+        post_migrate.connect(permissions.ensure_role_groups, sender=self)

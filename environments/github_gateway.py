@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 import github
 from github import Auth, Github
@@ -168,3 +169,52 @@ def rate_limit(api_url: str, token: str) -> RateLimit:
     return RateLimit(
         int(core["limit"]), int(core["remaining"]), datetime.fromtimestamp(int(core["reset"]), UTC)
     )
+
+
+def _write(api_url: str, token: str, method: str, path: str, what: str, body: Any = None) -> Any:
+    requester = _client(api_url, token).requester
+    try:
+        status, headers, text = requester.requestJson(method, path, input=body)
+    except (RequestException, github.GithubException, OSError) as exc:
+        raise Transient(f"GitHub unreachable ({what}): {type(exc).__name__}") from exc
+    if status >= 300:
+        raise _error(status, headers, text, what)
+    return json.loads(text) if text else None
+
+
+def add_label(
+    api_url: str, token: str, owner: str, repo: str, number: int, label: str
+) -> list[str]:
+    """Add a label to a PR; return its labels. Adding a label it has is a no-op on GitHub.
+
+    https://docs.github.com/rest/issues/labels#add-labels-to-an-issue
+    """
+    answer = _write(
+        api_url,
+        token,
+        "POST",
+        f"/repos/{owner}/{repo}/issues/{number}/labels",
+        f"labelling {owner}/{repo}#{number}",
+        {"labels": [label]},
+    )
+    return [str(item["name"]) for item in answer or []]
+
+
+def remove_label(
+    api_url: str, token: str, owner: str, repo: str, number: int, label: str
+) -> list[str] | None:
+    """Remove a label from a PR; return its labels, or None when it did not have it (404).
+
+    https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue
+    """
+    try:
+        answer = _write(
+            api_url,
+            token,
+            "DELETE",
+            f"/repos/{owner}/{repo}/issues/{number}/labels/{quote(label, safe='')}",
+            f"unlabelling {owner}/{repo}#{number}",
+        )
+    except NotFound:
+        return None
+    return [str(item["name"]) for item in answer or []]

@@ -14,6 +14,9 @@ HEALTH_ORDER = ["Degraded", "Missing", "Unknown", "Progressing", "Suspended", "H
 SYNC_ORDER = ["OutOfSync", "Unknown", "Synced"]
 
 
+MAX_RESOURCES = 50  # per Application, on the environment page
+
+
 @dataclass
 class AppView:
     """One expected Application as the cluster shows it (or does not)."""
@@ -34,6 +37,7 @@ class AppView:
     destination_namespace: str = ""
     external_urls: list[str] = field(default_factory=list)
     deleting: bool = False
+    resources: list[Obj] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Assessment:
     deployed_sha: str = ""
     url: str = ""
     namespace: str = ""
+    namespace_exists: bool = False
+    vcluster_ready: bool = False
     apps: list[AppView] = field(default_factory=list)
 
 
@@ -106,6 +112,17 @@ def view(expected: Expected, app: Obj | None) -> AppView:
         destination_namespace=str(destination.get("namespace") or ""),
         external_urls=[str(u) for u in (status.get("summary") or {}).get("externalURLs") or []],
         deleting=bool(app.get("metadata", {}).get("deletionTimestamp")),
+        resources=[
+            {
+                "kind": str(r.get("kind", "")),
+                "namespace": str(r.get("namespace", "")),
+                "name": str(r.get("name", "")),
+                "status": str(r.get("status", "")),
+                "health": str((r.get("health") or {}).get("status", "")),
+            }
+            for r in (status.get("resources") or [])[:MAX_RESOURCES]
+            if isinstance(r, dict)
+        ],
     )
 
 
@@ -154,6 +171,14 @@ def assess(
     host_views = cluster_views if flavor == "vcluster" else app_views
     result.namespace = next(
         (v.destination_namespace for v in host_views), next((e.namespace for e in expected), "")
+    )
+
+    result.namespace_exists = bool(result.namespace) and result.namespace in world.namespaces
+    result.vcluster_ready = any(
+        ((world.statefulsets.get((v.destination_namespace, v.name)) or {}).get("status") or {}).get(
+            "readyReplicas"
+        )
+        for v in cluster_views
     )
 
     def done(state: str, reason: str) -> Assessment:

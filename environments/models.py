@@ -28,7 +28,12 @@ class Repository(models.Model):
         default=list, blank=True, help_text="Names of the ApplicationSets that generate its PRs."
     )
     default_ttl_hours = models.PositiveIntegerField(default=72)
-    max_ttl_hours = models.PositiveIntegerField(default=168)
+    max_ttl_hours = models.PositiveIntegerField(
+        default=168, help_text="Extend never moves an expiry further than this from now."
+    )
+    # Per flavour, the label every ApplicationSet of that flavour requires (found by
+    # discovery): removing it from a PR takes that environment away, adding it brings it back.
+    label_filters = models.JSONField(default=dict, blank=True, editable=False)
     # One ETag per page of the open-PR list: a 304 answer costs no rate limit.
     pulls_etags = models.JSONField(default=dict, blank=True, editable=False)
     pulls_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -116,8 +121,13 @@ class Environment(models.Model):
     deployed_sha = models.CharField(max_length=64, blank=True)
     url = models.URLField(max_length=500, blank=True)
     namespace = models.CharField(max_length=253, blank=True)
+    namespace_exists = models.BooleanField(default=False)
+    vcluster_ready = models.BooleanField(
+        default=False, help_text="vcluster flavour: its control plane has a ready replica"
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
-    pinned = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False, help_text="Pinned: never expires.")
+    pin_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     state_changed_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last seen in the cluster")
@@ -159,6 +169,8 @@ class EnvironmentApp(models.Model):
     exists = models.BooleanField(
         default=True, help_text="Off: expected from the template, not found"
     )
+    # A summary of status.resources: [{kind, namespace, name, status, health}], capped.
+    resources = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["environment", "role", "name"]
@@ -291,3 +303,56 @@ class ClusterSecret(models.Model):
 
     def __str__(self) -> str:
         return self.secret_name
+
+
+class Profile(models.Model):
+    """What envportal knows of a user beyond Django's: the GitHub login that links them to
+    their pull requests ("mine", and destroying their own environments)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    github_login = models.CharField(
+        max_length=100, blank=True, db_index=True, help_text="Their GitHub username."
+    )
+
+    def __str__(self) -> str:
+        return self.github_login or str(self.user)
+
+
+class Action(models.Model):
+    """A user's request to change an environment: the durable intent a worker carries out.
+
+    Extend, pin and unpin take effect in the request; destroy, recreate and redeploy are
+    `pending` until a worker claims and finishes them (safe to run twice)."""
+
+    class Kind(models.TextChoices):
+        EXTEND = "extend"
+        DESTROY = "destroy"
+        RECREATE = "recreate"
+        REDEPLOY = "redeploy"
+        PIN = "pin"
+        UNPIN = "unpin"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    actor = models.CharField(max_length=150)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    message = models.CharField(max_length=1000, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.environment} by {self.actor} ({self.state})"

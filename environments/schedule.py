@@ -38,6 +38,12 @@ PERIODIC_TASKS = [
         description="vcluster kubeconfigs → Argo CD cluster secrets (create, update, delete).",
     ),
     Periodic(
+        name="envportal: resume actions",
+        task="environments.tasks.resume_actions",
+        every_seconds=120,
+        description="Re-queues destroy/recreate/redeploy requests no worker finished.",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

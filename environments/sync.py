@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from environments import discovery, github_gateway, health, kube_gateway, pulls
+from environments import discovery, github_gateway, health, kube_gateway, lifecycle, pulls
 from environments.errors import GatewayError, RateLimited
 from environments.models import (
     Environment,
@@ -51,9 +51,20 @@ APP_FIELDS = (
     "destination_server",
     "destination_namespace",
     "exists",
+    "resources",
 )
 WAITING_FOR_SECRET = "waiting for the Argo CD cluster secret"  # noqa: S105 - a reason
-ENV_FIELDS = ("state", "reason", "health", "sync", "deployed_sha", "url", "namespace")
+ENV_FIELDS = (
+    "state",
+    "reason",
+    "health",
+    "sync",
+    "deployed_sha",
+    "url",
+    "namespace",
+    "namespace_exists",
+    "vcluster_ready",
+)
 
 
 def github_key(api_url: str) -> str:
@@ -180,6 +191,17 @@ def _as_data(pr: PullRequest) -> pulls.PullData:
 # --- Cluster ---------------------------------------------------------------------------------
 
 
+def label_filters(sources: list[discovery.Source]) -> dict[str, str]:
+    """Per flavour, a label every one of its ApplicationSets requires: without it on a PR,
+    none of them yields that PR (how destroy and recreate work without managed mode)."""
+    filters = {}
+    for flavor in sorted({s.flavor for s in sources}):
+        common = set.intersection(*(set(s.labels) for s in sources if s.flavor == flavor))
+        if common:
+            filters[flavor] = sorted(common)[0]
+    return filters
+
+
 def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
     """Create Repository rows for the generators' repositories; keep admins' settings.
     Returns the repositories and how many are new."""
@@ -191,6 +213,7 @@ def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
     for key, group in wanted.items():
         appsets = sorted({s.applicationset for s in group})
         labels = sorted({label for s in group for label in s.labels})
+        filters = label_filters(group)
         repo = existing.get(key)
         if repo is None:
             repo = Repository.objects.create(
@@ -199,13 +222,19 @@ def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
                 name=key[2],
                 applicationsets=appsets,
                 opt_in_label=",".join(labels),
+                label_filters=filters,
             )
             Event.objects.create(
                 kind="discovered", message=f"discovered {repo.full_name} in {', '.join(appsets)}"
             )
-        elif repo.applicationsets != appsets or repo.opt_in_label != ",".join(labels):
+        elif (repo.applicationsets, repo.opt_in_label, repo.label_filters) != (
+            appsets,
+            ",".join(labels),
+            filters,
+        ):
             repo.applicationsets, repo.opt_in_label = appsets, ",".join(labels)
-            repo.save(update_fields=["applicationsets", "opt_in_label"])
+            repo.label_filters = filters
+            repo.save(update_fields=["applicationsets", "opt_in_label", "label_filters"])
         repos.append(repo)
     return repos, created
 
@@ -268,6 +297,7 @@ def sync_cluster() -> dict[str, Any]:
             .prefetch_related("environments__apps"),
         )
     )
+    destroying = lifecycle.destroying_ids()
     for repo in repos:
         repo_sources = [
             s
@@ -275,7 +305,7 @@ def sync_cluster() -> dict[str, Any]:
             if (s.api_url, s.owner.lower(), s.repo.lower())
             == (repo.api_url, repo.owner.lower(), repo.name.lower())
         ]
-        counts = _sync_repository(repo, repo_sources, apps_by_owner, world)
+        counts = _sync_repository(repo, repo_sources, apps_by_owner, world, destroying)
         summary["environments"] += counts["environments"]
         summary["changed"] += counts["changed"]
         summary["needs_cluster_secrets"] += counts["needs_cluster_secrets"]
@@ -288,6 +318,7 @@ def _sync_repository(
     sources: list[discovery.Source],
     apps_by_owner: dict[str, dict[str, dict[str, Any]]],
     world: health.World,
+    destroying: set[int],
 ) -> dict[str, int]:
     now = timezone.now()
     flavors = sorted({s.flavor for s in sources})
@@ -333,6 +364,8 @@ def _sync_repository(
                 env_creates.append(env)
             if env.state in ("destroyed", "expired") and result.state == "destroyed":
                 continue
+            if env.pk in destroying and result.state != "destroyed":
+                result.state, result.reason = "destroying", env.reason  # the worker is on it
             changed = _apply_assessment(env, result, now, events)
             if any(v.exists for v in result.apps):
                 env.last_seen_at = now
@@ -370,6 +403,8 @@ def _apply_assessment(
         "deployed_sha": result.deployed_sha,
         "url": result.url[:500],
         "namespace": result.namespace,
+        "namespace_exists": result.namespace_exists,
+        "vcluster_ready": result.vcluster_ready,
     }
     changed = any(getattr(env, k) != v for k, v in values.items())
     if env.state != result.state:
@@ -409,6 +444,7 @@ def _write_apps(
                 "destination_server": v.destination_server[:500],
                 "destination_namespace": v.destination_namespace,
                 "exists": v.exists,
+                "resources": v.resources,
             }
             seen.add(v.name)
             row = current.get(v.name)

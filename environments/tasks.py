@@ -13,7 +13,7 @@ from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
 from django.utils import timezone
 
-from environments import secret_sync, sync
+from environments import lifecycle, secret_sync, sync
 from environments.errors import Transient
 from environments.models import Repository
 
@@ -103,3 +103,28 @@ def refresh_applicationsets(repository_id: int) -> list[str]:
     if repository is None:
         return []
     return sync.refresh_applicationsets(repository)
+
+
+@shared_task(
+    base=DjangoTask,
+    autoretry_for=(Transient,),  # GitHub or Kubernetes down: the intent waits in the database
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=8,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def run_action(action_id: int) -> str:
+    """Carry out a user's destroy, recreate or redeploy (the row holds the intent)."""
+    result = lifecycle.execute(action_id)
+    sync_clusters.apply_async(countdown=2)  # show its effect without waiting for the beat
+    return result
+
+
+@shared_task(base=DjangoTask, soft_time_limit=60, time_limit=90)
+def resume_actions() -> int:
+    """Beat: re-queue actions no worker finished (killed mid-task, retries exhausted)."""
+    ids = lifecycle.unfinished()
+    for action_id in ids:
+        run_action.delay(action_id)
+    return len(ids)

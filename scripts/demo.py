@@ -18,27 +18,38 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOGS = ROOT / ".local" / "logs"
+LOCAL = Path(os.environ.get("ENVPORTAL_LOCAL_DIR", ROOT / ".local"))
+LOGS = LOCAL / "logs"
 HOST = os.environ.get("DEMO_HOST", "127.0.0.1")
 PORT = int(os.environ.get("DEMO_PORT", "8000"))
-DEMO_USER = "demo"
 
 
 def manage(*args: str, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
 
-def create_demo_login(env: dict[str, str]) -> str:
-    """Create (or reset) the superuser `demo` with a fresh random password; return it."""
-    password = secrets.token_urlsafe(12)
+DEMO_USERS = [
+    # username, group, GitHub login (the sandbox's PR author it links to), staff
+    ("qa", "tester", "maria", False),
+    ("demo", "platform", "", True),
+    ("viewer", "viewer", "", False),
+]
+
+
+def create_demo_logins(env: dict[str, str]) -> str:
+    """Create (or reset) one user per role with one fresh random password; return it."""
+    password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(12)
     code = (
-        "from django.contrib.auth import get_user_model\n"
         "import os\n"
-        "User = get_user_model()\n"
-        f"user, _ = User.objects.get_or_create(username={DEMO_USER!r})\n"
-        "user.is_staff = user.is_superuser = True\n"
-        "user.set_password(os.environ['DEMO_PASSWORD'])\n"
-        "user.save()\n"
+        "from django.contrib.auth.models import Group, User\n"
+        "from environments.models import Profile\n"
+        f"for name, group, login, staff in {DEMO_USERS!r}:\n"
+        "    user, _ = User.objects.get_or_create(username=name)\n"
+        "    user.is_staff = user.is_superuser = staff\n"
+        "    user.set_password(os.environ['DEMO_PASSWORD'])\n"
+        "    user.save()\n"
+        "    user.groups.set([Group.objects.get(name=group)])\n"
+        "    Profile.objects.update_or_create(user=user, defaults={'github_login': login})\n"
     )
     manage("shell", "-c", code, env={**env, "DEMO_PASSWORD": password})
     return password
@@ -51,7 +62,7 @@ def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Start `manage.py sandbox --scenario demo`; return it and the variables it wrote."""
-    env_file = ROOT / ".local" / "sandbox.env"
+    env_file = LOCAL / "sandbox.env"
     env_file.unlink(missing_ok=True)
     process = start(
         "sandbox",
@@ -65,6 +76,7 @@ def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[st
             str(env_file),
             "--webhook-url",
             f"http://{HOST}:{PORT}/webhooks/github/",
+            *os.environ.get("DEMO_SANDBOX_ARGS", "").split(),
         ],
         env,
     )
@@ -98,7 +110,7 @@ def main() -> int:
     env.update(variables)
     print("envportal demo: migrating the database ...", flush=True)
     manage("migrate", "--no-input", "-v", "0", env=env)
-    password = create_demo_login(env)
+    password = create_demo_logins(env)
     print("envportal demo: first sync (GitHub and Kubernetes of the sandbox) ...", flush=True)
     manage("sync_now", env=env)
 
@@ -139,7 +151,8 @@ def main() -> int:
         return 1
     print(
         f"\n  envportal is running at http://{HOST}:{PORT}/\n"
-        f"  sign in as   {DEMO_USER} / {password}\n"
+        f"  sign in as   qa (tester, GitHub login maria), demo (platform, admin) or viewer\n"
+        f"  password     {password}\n"
         f"  logs         {LOGS}/{{web,worker,beat,sandbox}}.log\n"
         f"  sandbox      GitHub {variables['GITHUB_API_URL']}, Kubernetes via "
         f"KUBECONFIG={variables['KUBECONFIG']}\n"

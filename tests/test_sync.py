@@ -235,4 +235,4 @@ def test_the_home_page_shows_states_and_the_github_budget(world, bob_client):
     sync.sync_all()
     html = bob_client.get("/").content.decode()
     assert "invalid" in html and "feature/login" in html
-    assert "rate limit" in html and "/ 5000 left" in html
+    assert "/5000 requests left" in html

@@ -1,0 +1,290 @@
+"""Actions on environments: extend, pin, unpin, destroy, recreate, redeploy.
+
+`request_action` does the whole job of a user's request: permission check, a durable
+`Action` row (the intent), the timeline event, and, for work outside the database, a task
+queued after commit. `execute` is what the worker runs; it is safe to run twice.
+
+Without managed mode, destroy and recreate work where every ApplicationSet of the flavour
+filters PRs by a label: removing the label from the PR makes the generator stop yielding it,
+so Argo CD removes the Applications and does not bring them back; adding it back recreates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from environments import github_gateway, kube_gateway, permissions
+from environments.errors import GatewayError, Transient
+from environments.models import Action, Environment, Event
+
+log = logging.getLogger(__name__)
+K = Action.Kind
+QUEUED = {K.DESTROY, K.RECREATE, K.REDEPLOY}
+MAX_EXTEND_HOURS = 24 * 30
+
+
+class ActionError(Exception):
+    """A refused request; `status` is the HTTP answer (400 bad input, 403, 409 not now)."""
+
+    status = 400
+
+
+class Forbidden(ActionError):
+    status = 403
+
+
+class Refused(ActionError):
+    status = 409
+
+
+def _event(env: Environment, actor: str, kind: str, message: str, **details: Any) -> None:
+    Event.objects.create(
+        environment=env,
+        pull_request=env.pull_request,
+        actor=actor,
+        kind=kind,
+        message=message[:1000],
+        details=details,
+    )
+
+
+def describe(env: Environment) -> str:
+    pr = env.pull_request
+    return f"the {env.flavor} environment of {pr.repository.full_name}#{pr.number}"
+
+
+def request_action(user: Any, env: Environment, kind: str, params: dict[str, Any]) -> Action:
+    """Check, record and start one action; raise ActionError (with its HTTP status) if refused."""
+    if kind not in K.values:
+        raise ActionError(f"unknown action `{kind}`")
+    roles = permissions.roles_of(user)
+    if not permissions.may(roles, kind, env):
+        raise Forbidden(f"{roles.username} ({roles.label}) may not {kind} {describe(env)}")
+    with transaction.atomic():
+        env = (
+            Environment.objects.select_for_update(of=("self",))
+            .select_related("pull_request__repository")
+            .get(pk=env.pk)
+        )
+        if kind in QUEUED:
+            active = env.actions.filter(
+                kind=kind, state__in=[Action.State.PENDING, Action.State.RUNNING]
+            ).first()
+            if active is not None:
+                return active  # a double click: the same intent, already on its way
+        reason = permissions.blocker(kind, env)
+        if reason:
+            raise Refused(f"cannot {kind} {describe(env)}: {reason}")
+        action = Action(environment=env, kind=kind, actor=roles.username)
+        APPLY[kind](env, action, params)
+        action.save()
+    if kind in QUEUED:
+        from environments import tasks  # tasks import this module
+
+        tasks.run_action.delay_on_commit(action.pk)
+    return action
+
+
+def _hours(params: dict[str, Any]) -> int:
+    try:
+        hours = int(params.get("hours", 24))
+    except (TypeError, ValueError):
+        raise ActionError("hours must be a whole number") from None
+    if not 1 <= hours <= MAX_EXTEND_HOURS:
+        raise ActionError(f"hours must be between 1 and {MAX_EXTEND_HOURS}")
+    return hours
+
+
+def new_expiry(env: Environment, hours: int, now: datetime) -> tuple[datetime, bool]:
+    """The expiry after extending by `hours`, capped at the repository's maximum from now;
+    and whether the cap cut it short."""
+    base = max(env.expires_at or now, now)
+    limit = now + timedelta(hours=env.pull_request.repository.max_ttl_hours)
+    wanted = base + timedelta(hours=hours)
+    return min(wanted, limit), wanted > limit
+
+
+def _extend(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    hours = _hours(params)
+    now = timezone.now()
+    expiry, capped = new_expiry(env, hours, now)
+    maximum = env.pull_request.repository.max_ttl_hours
+    if env.expires_at and expiry < env.expires_at + timedelta(minutes=1):
+        raise Refused(
+            f"cannot extend {describe(env)}: it already expires at the repository's maximum "
+            f"of {maximum} h from now"
+        )
+    env.expires_at = expiry
+    env.save(update_fields=["expires_at"])
+    note = f" (capped at the repository's maximum of {maximum} h from now)" if capped else ""
+    action.params = {"hours": hours, "expires_at": expiry.isoformat()}
+    action.state, action.finished_at = Action.State.DONE, now
+    action.message = f"expires {expiry:%Y-%m-%d %H:%M} UTC{note}"
+    _event(env, action.actor, "extended", f"extended by {hours} h by {action.actor}{note}")
+
+
+def _pin(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    reason = str(params.get("reason") or "").strip()[:300]
+    env.pinned, env.pin_reason = True, reason
+    env.save(update_fields=["pinned", "pin_reason"])
+    action.params = {"reason": reason}
+    action.state, action.finished_at = Action.State.DONE, timezone.now()
+    _event(
+        env, action.actor, "pinned", f"pinned by {action.actor}" + (f": {reason}" if reason else "")
+    )
+
+
+def _unpin(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    now = timezone.now()
+    # The lease starts over: unpinning must not make an environment expire on the spot.
+    env.pinned, env.pin_reason = False, ""
+    env.expires_at = max(
+        env.expires_at or now, now + timedelta(hours=env.pull_request.repository.default_ttl_hours)
+    )
+    env.save(update_fields=["pinned", "pin_reason", "expires_at"])
+    action.state, action.finished_at = Action.State.DONE, now
+    _event(
+        env,
+        action.actor,
+        "unpinned",
+        f"unpinned by {action.actor}; expires {env.expires_at:%Y-%m-%d %H:%M} UTC",
+    )
+
+
+def _destroy(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    env.state, env.reason = Environment.State.DESTROYING, f"destroy requested by {action.actor}"
+    env.state_changed_at = timezone.now()
+    env.save(update_fields=["state", "reason", "state_changed_at"])
+    _event(env, action.actor, "destroy", f"destroy requested by {action.actor}")
+
+
+def _recreate(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    env.state, env.reason = Environment.State.PENDING, f"recreate requested by {action.actor}"
+    env.state_changed_at = timezone.now()
+    env.expires_at = timezone.now() + timedelta(hours=env.pull_request.repository.default_ttl_hours)
+    env.save(update_fields=["state", "reason", "state_changed_at", "expires_at"])
+    _event(env, action.actor, "recreate", f"recreate requested by {action.actor}")
+
+
+def _redeploy(env: Environment, action: Action, params: dict[str, Any]) -> None:
+    _event(env, action.actor, "redeploy", f"redeploy requested by {action.actor}")
+
+
+APPLY: dict[str, Callable[[Environment, Action, dict[str, Any]], None]] = {
+    K.EXTEND: _extend,
+    K.PIN: _pin,
+    K.UNPIN: _unpin,
+    K.DESTROY: _destroy,
+    K.RECREATE: _recreate,
+    K.REDEPLOY: _redeploy,
+}
+
+
+# --- The worker's side -----------------------------------------------------------------------
+
+
+def execute(action_id: int) -> str:
+    """Carry out a queued action. Claims it first (one worker wins); every step is idempotent,
+    so a run after a killed worker finishes the job without doing anything twice. Transient
+    errors propagate (the task retries); the rest fail the action with the reason."""
+    claimed = Action.objects.filter(
+        pk=action_id, state__in=[Action.State.PENDING, Action.State.RUNNING]
+    ).update(state=Action.State.RUNNING, attempts=F("attempts") + 1)
+    if not claimed:
+        return "nothing to do"
+    action = Action.objects.select_related("environment__pull_request__repository").get(
+        pk=action_id
+    )
+    env = action.environment
+    try:
+        message = WORK[action.kind](env)
+    except Transient:
+        raise
+    except GatewayError as exc:
+        _finish(action, Action.State.FAILED, f"{action.kind} failed: {exc}")
+        _event(env, "system", f"{action.kind}-failed", f"{action.kind} failed: {exc}")
+        if action.kind == K.DESTROY:
+            Environment.objects.filter(pk=env.pk, state=Environment.State.DESTROYING).update(
+                reason=f"destroy failed: {exc}"[:1000]
+            )
+        return "failed"
+    _finish(action, Action.State.DONE, message)
+    return message
+
+
+def _finish(action: Action, state: str, message: str) -> None:
+    Action.objects.filter(pk=action.pk).update(
+        state=state, message=message[:1000], finished_at=timezone.now()
+    )
+
+
+def _set_label(env: Environment, present: bool) -> str:
+    pr, repo = env.pull_request, env.pull_request.repository
+    label = permissions.destroy_label(env)
+    if not label:
+        raise GatewayError(permissions.no_label_explanation(env))
+    if present:
+        labels = github_gateway.add_label(
+            repo.api_url, settings.GITHUB_TOKEN, repo.owner, repo.name, pr.number, label
+        )
+    else:
+        answer = github_gateway.remove_label(
+            repo.api_url, settings.GITHUB_TOKEN, repo.owner, repo.name, pr.number, label
+        )
+        labels = answer if answer is not None else [x for x in pr.labels if x != label]
+    # Keep our copy in step now: the next cluster sync must not see the old label set.
+    type(pr).objects.filter(pk=pr.pk).update(labels=labels)
+    for name in repo.applicationsets:
+        kube_gateway.refresh_applicationset(settings.ARGOCD_NAMESPACE, name)
+    return label
+
+
+def _work_destroy(env: Environment) -> str:
+    label = _set_label(env, present=False)
+    return f"removed the `{label}` label from the PR; Argo CD is removing the applications"
+
+
+def _work_recreate(env: Environment) -> str:
+    label = _set_label(env, present=True)
+    return f"labelled the PR `{label}`; Argo CD is creating the applications"
+
+
+def _work_redeploy(env: Environment) -> str:
+    names = list(env.apps.filter(exists=True).values_list("name", flat=True))
+    for name in names:
+        kube_gateway.refresh_application(settings.ARGOCD_NAMESPACE, name, hard=True)
+    return f"hard refresh of {len(names)} application(s)"
+
+
+WORK: dict[str, Callable[[Environment], str]] = {
+    K.DESTROY: _work_destroy,
+    K.RECREATE: _work_recreate,
+    K.REDEPLOY: _work_redeploy,
+}
+
+
+def unfinished(older_than: timedelta = timedelta(minutes=5)) -> list[int]:
+    """Queued actions nobody finished (a worker died, the queue lost them): to run again."""
+    cutoff = timezone.now() - older_than
+    return list(
+        Action.objects.filter(
+            state__in=[Action.State.PENDING, Action.State.RUNNING], created_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+
+
+def destroying_ids() -> set[int]:
+    """Environments with a destroy on its way: a sync keeps them `destroying` meanwhile."""
+    return set(
+        Action.objects.filter(
+            kind=K.DESTROY, state__in=[Action.State.PENDING, Action.State.RUNNING]
+        ).values_list("environment_id", flat=True)
+    )
