@@ -28,17 +28,16 @@ from typing import Any
 
 from sandbox import kube_validation, patch, selectors
 from sandbox.httpserver import Request, Response
+from sandbox.reference import reference_path
 
 log = logging.getLogger("sandbox.kube")
 
 Obj = dict[str, Any]
 
-# The real Argo CD CRDs, read from the project's shared reference material beside the repo.
+# The real Argo CD CRDs: the project's shared reference material beside the repo, else the
+# copy in sandbox/reference/ (a clone on its own; a test keeps the copy identical).
 CRD_DIR = Path(
-    os.environ.get(
-        "SANDBOX_CRD_DIR",
-        Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "argocd-crds",
-    )
+    os.environ.get("SANDBOX_CRD_DIR") or reference_path("reference/argocd-crds", "argocd-crds")
 )
 
 

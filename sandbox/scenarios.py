@@ -14,14 +14,13 @@ import yaml
 
 from sandbox.controllers import APPLICATIONSETS, CONFIGMAPS, NAMESPACES, SECRETS
 from sandbox.kube import KIND_BY_PLURAL
+from sandbox.reference import reference_path
 from sandbox.world import World
 
 APPPROJECTS = KIND_BY_PLURAL[("argoproj.io", "appprojects")]
 SEED_FILE = Path(
-    os.environ.get(
-        "SANDBOX_SEED",
-        Path(__file__).resolve().parent.parent.parent / "shared" / "seed" / "applicationsets.yaml",
-    )
+    os.environ.get("SANDBOX_SEED")
+    or reference_path("seed/applicationsets.yaml", "applicationsets.yaml")
 )
 SEED_OWNER, SEED_REPO = "a1tan", "app-ephemeraltest"
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
@@ -14,9 +12,10 @@ from environments.argo_templates import (
     slugify,
 )
 from sandbox.kube_validation import label_errors, subdomain_errors
+from sandbox.reference import reference_path
 
 # The project's shared reference material lives beside the repository.
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "applicationsets.yaml"
+SEED = reference_path("seed/applicationsets.yaml", "applicationsets.yaml")
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,11 +14,11 @@ from sandbox.kube_validation import (
     load_crds,
     subdomain_errors,
 )
+from sandbox.reference import reference_path
 
-# The project's shared reference material lives beside the repository.
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-CRD_DIR = SHARED / "reference" / "argocd-crds"
-SEED = SHARED / "seed" / "applicationsets.yaml"
+# The project's shared reference material beside the repository (or the sandbox's copy).
+CRD_DIR = reference_path("reference/argocd-crds", "argocd-crds")
+SEED = reference_path("seed/applicationsets.yaml", "applicationsets.yaml")
 
 LABEL_REGEX_ERROR = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
