@@ -123,6 +123,10 @@ def commits(env: Environment) -> tuple[str, str]:
         return "", "not deployed yet"
     if deployed == head:
         return "ok", f"up to date ({short(head)})"
+    history = env.pull_request.head_history
+    if deployed in history:
+        pushes = history.index(deployed) + 1
+        return "behind", f"{pushes} push{'es' if pushes > 1 else ''} behind ({short(deployed)})"
     return "behind", f"behind: runs {short(deployed)}, head is {short(head)}"
 
 

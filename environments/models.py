@@ -74,6 +74,8 @@ class PullRequest(models.Model):
     branch = models.CharField(max_length=255)
     base_branch = models.CharField(max_length=255, default="main")
     head_sha = models.CharField(max_length=64)
+    # Earlier heads, newest first (capped): how many pushes a deployed commit is behind.
+    head_history = models.JSONField(default=list, blank=True, editable=False)
     labels = models.JSONField(default=list, blank=True)
     draft = models.BooleanField(default=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)

@@ -94,6 +94,8 @@ def blocker(kind: str, env: Environment, now: datetime | None = None) -> str | N
         return f"the pull request is {env.pull_request.state}"
     if kind in (K.EXTEND, K.REDEPLOY, K.PIN) and not live:
         return f"the environment is {env.state}"
+    if kind == K.REDEPLOY and env.state == Environment.State.INVALID:
+        return "its names are invalid, so Argo CD has no applications to refresh"
     if kind == K.EXTEND and env.pinned:
         return "the environment is pinned: it does not expire"
     if kind == K.PIN and env.pinned:

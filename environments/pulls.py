@@ -30,6 +30,7 @@ PR_FIELDS = (
     "html_url",
     "updated_at",
 )
+HEAD_HISTORY = 20
 
 
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
@@ -158,6 +159,8 @@ def apply_pulls(
                 continue
             changes = describe_change(pr, pull)
             if changes or any(getattr(pr, f) != v for f, v in pull.values().items()):
+                if pr.head_sha != pull.head_sha:
+                    pr.head_history = [pr.head_sha, *pr.head_history][:HEAD_HISTORY]
                 for field, value in pull.values().items():
                     setattr(pr, field, value)
                 pr.last_seen_at = now
@@ -176,7 +179,7 @@ def apply_pulls(
         events += [
             Event(pull_request=pr, kind="opened", message="pull request opened") for pr in created
         ]
-        PullRequest.objects.bulk_update(to_update, [*PR_FIELDS, "last_seen_at"])
+        PullRequest.objects.bulk_update(to_update, [*PR_FIELDS, "head_history", "last_seen_at"])
         Event.objects.bulk_create(events)
     counts["created"] = len(created)
     counts["updated"] = len(to_update) - counts["closed"]

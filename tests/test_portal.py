@@ -328,3 +328,21 @@ def test_a_worker_killed_mid_destroy_is_resumed(world, platform):
     assert (action.state, action.attempts) == ("done", 1)
     sync.sync_cluster()  # meanwhile the environment stays `destroying`, never back to ready
     assert Environment.objects.get().state in ("destroying", "destroyed")
+
+
+def test_a_deploy_behind_the_head_says_how_many_pushes_behind(tester, shop):
+    from environments import pulls
+
+    env = make_env(shop, 9)
+    pr = env.pull_request
+    for sha in ("b" * 40, "c" * 40):
+        data = pulls.PullData(
+            number=9, title=pr.title, author=pr.author, branch=pr.branch, base_branch="main",
+            head_sha=sha, labels=("preview",), draft=False, state="open", html_url="",
+            updated_at=None,
+        )  # fmt: skip
+        pulls.apply_pulls(shop, [data], complete=False)
+    pr.refresh_from_db()
+    assert pr.head_history == ["b" * 40, HEAD]
+    html = tester.get("/").content.decode()
+    assert "2 pushes behind (aaaaaaa)" in html

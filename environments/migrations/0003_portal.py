@@ -15,6 +15,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name='pullrequest',
+            name='head_history',
+            field=models.JSONField(blank=True, default=list, editable=False),
+        ),
+        migrations.AddField(
             model_name='environment',
             name='namespace_exists',
             field=models.BooleanField(default=False),
