@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from environments.models import ApiToken, Environment, PullRequest, SyncStatus, hash_token
+from environments.sync import KUBERNETES
 
 # Writing last_used_at on every call would turn each read into a write.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -70,7 +71,12 @@ def environments() -> QuerySet[Environment]:
     ).prefetch_related("apps")
 
 
-def environment_json(env: Environment) -> dict[str, Any]:
+def kubernetes_synced_at(statuses: list[SyncStatus]) -> datetime | None:
+    """When the cluster was last read: what every environment's state is as of."""
+    return next((s.last_success_at for s in statuses if s.key == KUBERNETES), None)
+
+
+def environment_json(env: Environment, synced_at: datetime | None = None) -> dict[str, Any]:
     pr = env.pull_request
     return {
         "repository": pr.repository.full_name,
@@ -104,7 +110,8 @@ def environment_json(env: Environment) -> dict[str, Any]:
             for app in env.apps.all()
         ],
         "cluster_secret": cluster_secret_json(env),
-        "last_synced_at": iso(env.last_seen_at),
+        "last_synced_at": iso(synced_at),
+        "last_seen_at": iso(env.last_seen_at),
         "links": {"pull_request": pr.html_url},
     }
 
@@ -124,14 +131,14 @@ def cluster_secret_json(env: Environment) -> dict[str, Any] | None:
     }
 
 
-def sync_status_json() -> dict[str, dict[str, str | None]]:
+def sync_status_json(statuses: list[SyncStatus]) -> dict[str, dict[str, str | None]]:
     """How fresh the data is: when each outside system was last read, and its last error."""
     return {
         status.key: {
             "last_success_at": iso(status.last_success_at),
             "last_error": status.last_error,
         }
-        for status in SyncStatus.objects.order_by("key")
+        for status in statuses
     }
 
 
@@ -168,8 +175,12 @@ def environment_list(request: HttpRequest) -> JsonResponse:
             pull_request__repository__owner__iexact=owner,
             pull_request__repository__name__iexact=name,
         )
-    results = [environment_json(env) for env in queryset]
-    return JsonResponse({"count": len(results), "results": results, "stale": sync_status_json()})
+    statuses = list(SyncStatus.objects.order_by("key"))
+    synced_at = kubernetes_synced_at(statuses)
+    results = [environment_json(env, synced_at) for env in queryset]
+    return JsonResponse(
+        {"count": len(results), "results": results, "stale": sync_status_json(statuses)}
+    )
 
 
 @require_safe
@@ -193,4 +204,5 @@ def environment_detail(
         return JsonResponse(
             {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
         )
-    return JsonResponse(environment_json(env))
+    statuses = list(SyncStatus.objects.filter(key=KUBERNETES))
+    return JsonResponse(environment_json(env, kubernetes_synced_at(statuses)))

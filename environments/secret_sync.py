@@ -225,6 +225,10 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
     unmanaged_servers = {
         _server_of(s): s["metadata"]["name"] for s in cluster_secrets if not _is_managed(s)
     }
+    # Secrets of someone else's that already hold a name envportal would give its target.
+    taken = {
+        name for (ns, name), s in snapshot.secrets.items() if ns == namespace and not _is_managed(s)
+    }
     targeting: dict[str, list[str]] = {}
     for app in snapshot.applications:
         server = str(((app.get("spec") or {}).get("destination") or {}).get("server") or "").rstrip(
@@ -234,8 +238,15 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
 
     envs = list(
         Environment.objects.filter(flavor=Environment.Flavor.VCLUSTER)
-        .filter(Q(pull_request__state="open") | Q(cluster_secret__isnull=False))
-        .exclude(cluster_secret__state=ClusterSecret.State.DELETED)
+        # Open PRs (a reopened or recreated one gets its secret back), and the closed ones
+        # whose secret is still to be removed.
+        .filter(
+            Q(pull_request__state="open")
+            | (
+                Q(cluster_secret__isnull=False)
+                & ~Q(cluster_secret__state=ClusterSecret.State.DELETED)
+            )
+        )
         .select_related("pull_request__repository", "cluster_secret")
         .prefetch_related("apps")
     )
@@ -269,6 +280,7 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
                 "/".join(source_key),
                 managed.get(record.secret_name),
                 unmanaged_servers,
+                taken,
                 targeting,
                 namespace,
                 outcome,
@@ -295,6 +307,16 @@ def _save(record: ClusterSecret, state: str, message: str, **fields: Any) -> Non
     record.state, record.message = state, message[:1000]
     for key, value in fields.items():
         setattr(record, key, value)
+    if record.pk is None:
+        # Two workers may meet an environment's first record at once: one row, not a crash.
+        values = {f.name: getattr(record, f.name) for f in ClusterSecret._meta.concrete_fields}
+        for key in ("id", "environment"):
+            values.pop(key, None)
+        saved, _ = ClusterSecret.objects.update_or_create(
+            environment=record.environment, defaults=values
+        )
+        record.pk = saved.pk
+        return
     record.save()
 
 
@@ -305,6 +327,7 @@ def _keep(
     source_name: str,
     current: Obj | None,
     unmanaged_servers: dict[str, str],
+    taken: set[str],
     targeting: dict[str, list[str]],
     namespace: str,
     outcome: Outcome,
@@ -325,6 +348,17 @@ def _keep(
             "an Argo CD cluster secret envportal does not manage "
             f"(`{unmanaged_servers[creds.server]}`) "
             f"already points at {creds.server}; envportal leaves it alone",
+            source=source_name,
+            server=creds.server,
+        )
+        return
+    if current is None and record.secret_name in taken:
+        outcome.errors += 1
+        _save(
+            record,
+            ClusterSecret.State.CONFLICT,
+            f"a Secret envportal does not manage is already named `{record.secret_name}` in "
+            f"{namespace}; envportal leaves it alone (rename or remove it)",
             source=source_name,
             server=creds.server,
         )

@@ -227,6 +227,7 @@ def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
             Event.objects.create(
                 kind="discovered", message=f"discovered {repo.full_name} in {', '.join(appsets)}"
             )
+            created += 1
         elif (repo.applicationsets, repo.opt_in_label, repo.label_filters) != (
             appsets,
             ",".join(labels),

@@ -66,8 +66,25 @@ def fake_sha(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - a stand-in git sha
 
 
+MAX_ERROR_BACKOFF = 60.0  # seconds; a failing ApplicationSet is retried at least this often
+
+
 class GeneratorError(Exception):
     pass
+
+
+def templated_values(values: Obj, params: Obj, go_template: bool) -> Obj:
+    """A generator's `values`, each rendered with its parameters (appendTemplatedValues):
+    `values.<key>` for fasttemplate, a `values` map for goTemplate."""
+    if not values:
+        return {}
+    try:
+        rendered = argo_template.render(dict(values), params, go_template, [])
+    except argo_template.TemplateError as exc:
+        raise GeneratorError(f"failed to template values: {exc}") from exc
+    if go_template:
+        return {"values": rendered}
+    return {f"values.{key}": value for key, value in rendered.items()}
 
 
 @dataclass
@@ -77,6 +94,9 @@ class ApplicationSetController:
     namespace: str = "argocd"
     clock: Callable[[], float] = time.monotonic
     next_due: dict[str, float] = field(default_factory=dict)
+    # A failed reconcile is retried with a growing delay (controller-runtime's rate limiter).
+    backoff: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, tuple[Any, list[tuple[str, str]]]] = field(default_factory=dict)
     # Plugin generator: the last answer per ApplicationSet, kept when the plugin fails.
     github_requests: int = 0
 
@@ -85,13 +105,31 @@ class ApplicationSetController:
             meta = appset["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
-            refresh = APPSET_REFRESH in (meta.get("annotations") or {})
-            if refresh or self.clock() >= self.next_due.get(meta["uid"], 0):
-                self.reconcile(appset)
-                if refresh:
-                    self._patch_appset(
-                        meta["name"], {"metadata": {"annotations": {APPSET_REFRESH: None}}}
-                    )
+            annotations = dict(meta.get("annotations") or {})
+            refresh = APPSET_REFRESH in annotations
+            uid = meta["uid"]
+            # The watch: a new generation (spec edit) or changed annotations (the refresh
+            # annotation set) reconcile at once; otherwise on requeueAfterSeconds or backoff.
+            seen = (meta.get("generation"), sorted(annotations.items()))
+            changed = self.seen.get(uid) != seen
+            if changed or self.clock() >= self.next_due.get(uid, 0):
+                self.seen[uid] = seen
+                # Argo CD removes the refresh annotation only at the end of a reconcile that
+                # succeeded; a failed one returns early and is retried with backoff.
+                if self.reconcile(appset):
+                    self.backoff.pop(uid, None)
+                    if refresh:
+                        self._patch_appset(
+                            meta["name"], {"metadata": {"annotations": {APPSET_REFRESH: None}}}
+                        )
+                        # Its removal is no reason to reconcile again (upstream's predicate
+                        # ignoreWhenAnnotationApplicationSetRefreshIsRemoved).
+                        annotations.pop(APPSET_REFRESH)
+                        self.seen[uid] = (meta.get("generation"), sorted(annotations.items()))
+                else:
+                    delay = min(max(1.0, self.backoff.get(uid, 0.5) * 2), MAX_ERROR_BACKOFF)
+                    self.backoff[uid] = delay
+                    self.next_due[uid] = min(self.next_due.get(uid, 0), self.clock() + delay)
 
     def _patch_appset(self, name: str, body: Obj, subresource: str = "") -> None:
         try:
@@ -99,7 +137,9 @@ class ApplicationSetController:
         except ApiError as exc:
             log.warning("could not patch ApplicationSet %s: %s", name, exc.message)
 
-    def reconcile(self, appset: Obj) -> None:
+    def reconcile(self, appset: Obj) -> bool:
+        """One reconcile, as applicationset_controller.go orders it; False when it failed
+        (generator error, or an Application it could not create or update)."""
         meta, spec = appset["metadata"], appset.get("spec") or {}
         go_template = bool(spec.get("goTemplate"))
         options = spec.get("goTemplateOptions") or []
@@ -116,7 +156,7 @@ class ApplicationSetController:
                 if kind == "pullRequest":
                     params_list = self._pull_request_params(body, go_template)
                 elif kind == "plugin":
-                    params_list = self._plugin_params(meta["name"], body)
+                    params_list = self._plugin_params(meta["name"], body, go_template)
                 else:
                     raise GeneratorError(f"generator {kind!r} is not emulated by the sandbox")
             except GeneratorError as exc:
@@ -135,9 +175,11 @@ class ApplicationSetController:
                 app = self._application(appset, rendered)
                 desired[app["metadata"]["name"]] = app
         policy = (spec.get("syncPolicy") or {}).get("applicationsSync", "sync")
-        errors += self._apply(appset, desired, policy, keep_existing=generator_failed)
+        write_errors = self._apply(appset, desired, policy, keep_existing=generator_failed)
+        errors += write_errors
         self.next_due[meta["uid"]] = self.clock() + min(requeue[1:] or requeue)
-        self._write_status(appset, errors, generator_failed)
+        self._write_status(appset, errors, generator_failed, policy)
+        return not generator_failed and not write_errors
 
     def _pull_request_params(self, body: Obj, go_template: bool) -> list[Obj]:
         github = body.get("github")
@@ -171,11 +213,11 @@ class ApplicationSetController:
                 labels=labels,
                 go_template=go_template,
             )
-            params.update(body.get("values") or {})
+            params.update(templated_values(body.get("values") or {}, params, go_template))
             result.append(params)
         return result
 
-    def _plugin_params(self, appset_name: str, body: Obj) -> list[Obj]:
+    def _plugin_params(self, appset_name: str, body: Obj, go_template: bool) -> list[Obj]:
         ref = (body.get("configMapRef") or {}).get("name", "")
         config = self.cluster.find(CONFIGMAPS, self.namespace, ref)
         if config is None:
@@ -204,8 +246,12 @@ class ApplicationSetController:
         params = (answer.get("output") or {}).get("parameters")
         if not isinstance(params, list):
             raise GeneratorError("error getting plugin from generator: output.parameters missing")
-        values = body.get("values") or {}
-        return [{**p, **values, "generator": {"input": payload["input"]}} for p in params]
+        result = []
+        for p in params:
+            item = {**p, "generator": {"input": payload["input"]}}
+            item.update(templated_values(body.get("values") or {}, item, go_template))
+            result.append(item)
+        return result
 
     def _resolve_token(self, ref: str) -> str:
         """`$plugin.x.token` → argocd-secret's key; `$secret:key` → that secret's key."""
@@ -284,7 +330,9 @@ class ApplicationSetController:
                     if current is not None
                     else exc.message
                 )
-        if keep_existing or policy not in ("sync", "create-delete"):
+        # A failed create or update ends the reconcile before deletion (upstream returns the
+        # error), so one PR with an invalid name keeps closed PRs' Applications alive.
+        if errors or keep_existing or policy not in ("sync", "create-delete"):
             return errors
         for name, app in owned.items():
             if name in desired or app["metadata"].get("deletionTimestamp"):
@@ -314,7 +362,9 @@ class ApplicationSetController:
             != (desired["metadata"].get("labels") or {})
         )
 
-    def _write_status(self, appset: Obj, errors: list[str], generator_failed: bool) -> None:
+    def _write_status(
+        self, appset: Obj, errors: list[str], generator_failed: bool, policy: str = "sync"
+    ) -> None:
         uid = appset["metadata"]["uid"]
         apps = [
             app
@@ -322,16 +372,22 @@ class ApplicationSetController:
             if any(r.get("uid") == uid for r in app["metadata"].get("ownerReferences") or [])
         ]
         if errors:
-            reason = (
-                "ApplicationGenerationFromParamsError"
-                if generator_failed
-                else "CreateApplicationError"
-            )
+            if generator_failed:
+                reason = "ApplicationGenerationFromParamsError"
+            elif policy in ("sync", "create-update"):  # AllowUpdate: createOrUpdateInCluster
+                reason = "UpdateApplicationError"
+            else:
+                reason = "CreateApplicationError"
             message = "; ".join(errors)
             conditions = [
                 condition("ErrorOccurred", "True", reason, message),
-                condition(
-                    "ParametersGenerated", "False" if generator_failed else "True", reason, message
+                condition("ParametersGenerated", "False", "ErrorOccurred", message)
+                if generator_failed
+                else condition(
+                    "ParametersGenerated",
+                    "True",
+                    "ParametersGenerated",
+                    "Successfully generated parameters for all Applications",
                 ),
                 condition("ResourcesUpToDate", "False", reason, message),
             ]

@@ -178,7 +178,8 @@ def test_it_describes_an_environment(bob_client, ready_env):
             },
         ],
         "cluster_secret": None,
-        "last_synced_at": ready_env.last_seen_at.isoformat(),
+        "last_synced_at": None,  # no cluster sync recorded in this test
+        "last_seen_at": ready_env.last_seen_at.isoformat(),
         "links": {"pull_request": "https://github.com/acme/shop/pull/12"},
     }
 

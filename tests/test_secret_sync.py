@@ -117,6 +117,39 @@ def test_a_closed_pr_loses_its_secret_only_after_its_apps_are_gone(world):
     assert vcluster_env(1).cluster_secret.state == "deleted"
 
 
+def test_a_reopened_pr_gets_its_secret_back(world):
+    up(world, "payments")
+    secret_sync.sync_cluster_secrets()
+    world.github.close(*SEED, 1)
+    sync.sync_pull_requests()
+    sync.refresh_applicationsets(Repository.objects.get())
+    world.settle(0.5)
+    sync.sync_cluster()
+    secret_sync.sync_cluster_secrets()
+    assert managed_secrets(world) == []
+    assert vcluster_env(1).cluster_secret.state == "deleted"
+    world.github.reopen(*SEED, 1)
+    sync.sync_pull_requests()
+    sync.refresh_applicationsets(Repository.objects.get())
+    world.settle(1.2)
+    sync.sync_cluster()
+    outcome = secret_sync.sync_cluster_secrets()
+    assert outcome["created"] == 1 and len(managed_secrets(world)) == 1
+    assert vcluster_env(1).cluster_secret.state == "synced"
+
+
+def test_a_foreign_secret_holding_the_target_name_is_a_conflict(world):
+    up(world, "search")
+    name = "envportal-a1tan-app-ephemeraltest-pr-1"
+    world.cluster.create(SECRETS, "argocd", {"metadata": {"name": name},
+                                             "stringData": {"note": "not envportal's"}})  # fmt: skip
+    outcome = secret_sync.sync_cluster_secrets()
+    assert outcome["created"] == 0 and outcome["errors"] == 1
+    record = vcluster_env(1).cluster_secret
+    assert record.state == "conflict" and name in record.message
+    assert "labels" not in world.cluster.get(SECRETS, "argocd", name)["metadata"]
+
+
 def test_an_unmanaged_cluster_secret_for_the_same_server_is_left_alone(world):
     up(world, "search")
     world.cluster.create(SECRETS, "argocd", {

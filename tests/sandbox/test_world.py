@@ -108,6 +108,9 @@ def test_a_cluster_secret_lets_the_vcluster_app_sync(world):
     assert status["health"]["status"] == "Healthy"
 
 
+REFRESH = "argocd.argoproj.io/application-set-refresh"
+
+
 def test_the_refresh_annotation_lists_prs_at_once_and_is_removed(world):
     load_demo(world, evolve=False)
     world.settle(0.3)
@@ -120,16 +123,44 @@ def test_the_refresh_annotation_lists_prs_at_once_and_is_removed(world):
     )  # fmt: skip
     world.tick()
     assert f"sampleapp-ns-hotfix-{pr['number']}" in apps(world)
+    # The seed's open `feature/login` PR makes this reconcile fail (invalid name): Argo CD
+    # keeps the annotation then, and removes it only after a reconcile that succeeded.
     annotations = world.cluster.get(APPLICATIONSETS, "argocd", "sampleapps-ns")["metadata"]
-    assert "argocd.argoproj.io/application-set-refresh" not in (
-        annotations.get("annotations") or {}
-    )
+    assert REFRESH in (annotations.get("annotations") or {})
+    world.cluster.patch(
+        APPLICATIONSETS, "argocd", "storefront-previews",
+        {"metadata": {"annotations": {REFRESH: "true"}}},
+    )  # fmt: skip
+    world.tick()
+    annotations = world.cluster.get(APPLICATIONSETS, "argocd", "storefront-previews")["metadata"]
+    assert REFRESH not in (annotations.get("annotations") or {})
+
+
+def test_an_invalid_name_keeps_closed_prs_apps_as_argo_cd_does(world):
+    load_demo(world, evolve=False)
+    world.settle(0.5)
+    assert "sampleapp-ns-login-page-1" in apps(world)
+    world.github.close(SEED_OWNER, SEED_REPO, 1)
+    world.appsets.next_due.clear()
+    world.settle(0.5)
+    # createOrUpdateInCluster failed for `feature/login`: the reconcile ends before deletion
+    assert "sampleapp-ns-login-page-1" in apps(world)
+    status = world.cluster.get(APPLICATIONSETS, "argocd", "sampleapps-ns")["status"]
+    error = next(c for c in status["conditions"] if c["type"] == "ErrorOccurred")
+    assert (error["status"], error["reason"]) == ("True", "UpdateApplicationError")
+    generated = next(c for c in status["conditions"] if c["type"] == "ParametersGenerated")
+    assert generated["status"] == "True"
+    world.github.close(SEED_OWNER, SEED_REPO, 4)  # the invalid one goes: deletion resumes
+    world.appsets.next_due.clear()
+    world.settle(0.5)
+    assert "sampleapp-ns-login-page-1" not in apps(world)
 
 
 def test_a_closed_pr_loses_its_apps_but_its_namespace_stays(world):
     load_demo(world, evolve=False)
     world.settle(1.0)
     assert world.cluster.find(DEPLOYMENTS, "sampleapp-ns-login-page-1-namespace", "sampleapp")
+    world.github.close(SEED_OWNER, SEED_REPO, 4)  # the invalid name would block deletion
     world.github.close(SEED_OWNER, SEED_REPO, 1)
     world.appsets.next_due.clear()  # as if requeueAfterSeconds had passed
     world.settle(0.5)
@@ -242,3 +273,30 @@ def test_the_scale_scenario_gives_every_pr_both_flavours(world):
     assert len(names) == 30
     assert "repo-01-sampleapp-ns-feature-scale-1-1" in names
     assert "repo-00-cluster-feature-scale-0-1" in names
+
+
+@pytest.mark.parametrize("go_template", [True, False])
+def test_generator_values_are_templated_under_values(world, go_template):
+    bootstrap(world)
+    world.github.add_repo("acme", "shop")
+    world.github.open_pr("acme", "shop", "wish-list", "Wish list", "maria")
+    ref = "{{.values.team}}-{{.number}}" if go_template else "{{values.team}}-{{number}}"
+    world.cluster.create(APPLICATIONSETS, "argocd", {
+        "metadata": {"name": "shop"},
+        "spec": {
+            "goTemplate": go_template,
+            "generators": [{"pullRequest": {
+                "github": {"owner": "acme", "repo": "shop"},
+                "values": {"team": "shop" + ("-{{.author}}" if go_template else "-{{author}}")},
+            }}],
+            "template": {
+                "metadata": {"name": ref},
+                "spec": {"project": "default",
+                         "source": {"repoURL": "https://github.com/acme/shop.git", "path": "chart"},
+                         "destination": {"server": "https://kubernetes.default.svc",
+                                         "namespace": ref}},
+            },
+        },
+    })  # fmt: skip
+    world.tick()
+    assert "shop-maria-1" in apps(world)
