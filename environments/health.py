@@ -187,6 +187,19 @@ def assess(
 
     if not open_and_selected:
         if existing:
+            blocked = sorted(
+                {e.source.applicationset for e in expected}
+                & {name for name, message in world.appset_errors.items() if message}
+            )
+            if blocked:
+                # Argo CD ends a reconcile that failed to create or update an Application
+                # before it deletes any: another PR's error keeps these alive.
+                return done(
+                    "destroying",
+                    f"Argo CD cannot remove its {len(existing)} application(s) while "
+                    f"ApplicationSet {', '.join(f'`{b}`' for b in blocked)} has an error "
+                    f"(another PR's): {world.appset_errors[blocked[0]][:300]}",
+                )
             return done("destroying", f"Argo CD is removing {len(existing)} application(s)")
         return done("destroyed", "the pull request is closed or no longer selected")
     problems = [p for e in expected for p in e.problems]

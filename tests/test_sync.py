@@ -120,6 +120,30 @@ def test_a_closed_pr_is_destroying_then_destroyed(world):
     assert not world.cluster.list_objects(APPLICATIONS, "argocd")
 
 
+def test_another_prs_invalid_name_keeps_a_closed_pr_destroying_with_the_reason(world):
+    pr = world.github.open_pr(*SEED, "payments", "Payments", "amara")
+    bad = world.github.open_pr(*SEED, "feature/login", "SSO", "lucas")
+    sync.sync_all()
+    sync.refresh_applicationsets(Repository.objects.get())
+    world.settle(0.5)
+    world.github.close(*SEED, pr["number"])
+    sync.sync_pull_requests()
+    sync.refresh_applicationsets(Repository.objects.get())
+    world.settle(0.5)
+    sync.sync_cluster()
+    closed = env(pr["number"], "namespace")
+    assert closed.state == "destroying"
+    assert "while ApplicationSet `sampleapps-ns` has an error" in closed.reason
+    world.github.close(*SEED, bad["number"])
+    sync.sync_pull_requests()
+    # The failed reconciles kept the refresh annotation, so setting it again is no event:
+    # Argo CD retries on its backoff.
+    world.appsets.next_due.clear()
+    world.settle(0.5)
+    sync.sync_cluster()
+    assert env(pr["number"], "namespace").state == "destroyed"
+
+
 def test_an_unchanged_resync_costs_only_free_304s(world):
     for i in range(3):
         world.github.open_pr(*SEED, f"pr-{i}", f"PR {i}", "maria")
