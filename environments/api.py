@@ -5,17 +5,23 @@ Callers sign in with the portal session or `Authorization: Bearer <token>` (an A
 
 from __future__ import annotations
 
+import hmac
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST, require_safe
 
+from environments import lifecycle, plugin
 from environments.models import ApiToken, Environment, PullRequest, SyncStatus, hash_token
 from environments.sync import KUBERNETES
 
@@ -69,6 +75,9 @@ def environments() -> QuerySet[Environment]:
     return Environment.objects.select_related(
         "pull_request__repository", "cluster_secret"
     ).prefetch_related("apps")
+
+
+PLUGIN_MAX_BODY = 1024 * 1024
 
 
 def kubernetes_synced_at(statuses: list[SyncStatus]) -> datetime | None:
@@ -206,3 +215,83 @@ def environment_detail(
         )
     statuses = list(SyncStatus.objects.filter(key=KUBERNETES))
     return JsonResponse(environment_json(env, kubernetes_synced_at(statuses)))
+
+
+@csrf_exempt
+@require_POST
+def plugin_getparams(request: HttpRequest) -> JsonResponse:
+    """Argo CD Plugin generator: POST /api/v1/getparams.execute (managed mode)."""
+    expected = settings.ARGOCD_PLUGIN_TOKEN
+    if not expected:
+        return JsonResponse({"error": "ARGOCD_PLUGIN_TOKEN is not set on envportal"}, status=503)
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return JsonResponse({"error": "missing or wrong bearer token"}, status=401)
+    if len(request.body) > PLUGIN_MAX_BODY:
+        return JsonResponse({"error": "request body too large"}, status=413)
+    try:
+        query = plugin.Query.from_input(json.loads(request.body or b"null"))
+        parameters = plugin.wanted(query)
+    except (ValueError, UnicodeDecodeError):
+        return JsonResponse({"error": "the body is not valid JSON"}, status=400)
+    except plugin.PluginError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    return JsonResponse({"output": {"parameters": parameters}})
+
+
+def _csrf_probe(request: HttpRequest) -> HttpResponse:
+    """A view that is not CSRF-exempt, for checking a session's POST by hand."""
+    return HttpResponse()
+
+
+@csrf_exempt
+@require_POST
+def environment_action(
+    request: HttpRequest, owner: str, repo: str, number: int, flavor: str, kind: str
+) -> JsonResponse:
+    """POST .../<flavor>/<action>/: extend ({"hours": N}), destroy, recreate, redeploy, pin
+    ({"reason": "..."}), unpin. The UI's permissions; 202 with the environment's JSON.
+    A bearer token needs no CSRF token; a signed-in session does."""
+    token = token_from_header(request)
+    if token is not None:
+        request.user = token.user
+    elif request.user.is_authenticated:
+        csrf = CsrfViewMiddleware(_csrf_probe)
+        if csrf.process_view(request, _csrf_probe, (), {}):
+            return JsonResponse({"error": "CSRF check failed: send X-CSRFToken"}, status=403)
+    else:
+        return JsonResponse({"error": "authentication required: send a bearer token"}, status=401)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return bad_request("the body is not valid JSON")
+    if not isinstance(body, dict):
+        return bad_request("the body must be a JSON object")
+    env = (
+        environments()
+        .filter(
+            pull_request__repository__owner__iexact=owner,
+            pull_request__repository__name__iexact=repo,
+            pull_request__number=number,
+            flavor=flavor,
+        )
+        .first()
+    )
+    if env is None:
+        return JsonResponse(
+            {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
+        )
+    try:
+        action = lifecycle.request_action(request.user, env, kind, body)
+    except lifecycle.ActionError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    env = environments().get(pk=env.pk)
+    statuses = list(SyncStatus.objects.filter(key=KUBERNETES))
+    answer = environment_json(env, kubernetes_synced_at(statuses))
+    answer["action"] = {
+        "id": action.pk,
+        "kind": action.kind,
+        "state": action.state,
+        "message": action.message,
+    }
+    return JsonResponse(answer, status=202)

@@ -185,8 +185,14 @@ def row(env: Environment, roles: permissions.Roles, now: datetime) -> Row:
         expiring_soon=soon,
         destroy_confirm=(
             f"Destroy the {env.flavor} environment of {pr.repository.full_name}#{pr.number} "
-            f"({pr.title[:80]})? This removes the `{label}` label from the pull request, so "
-            "every environment that needs that label goes."
+            f"({pr.title[:80]})? "
+            + (
+                "envportal leaves it out of the plugin generator's answer until it is "
+                "recreated; the PR's other environments stay."
+                if permissions.managed(env)
+                else f"This removes the `{label}` label from the pull request, so every "
+                "environment that needs that label goes."
+            )
         ),
     )
 

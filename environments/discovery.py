@@ -43,6 +43,9 @@ class Source:
     template: Obj
     flavor: str  # "namespace" or "vcluster"
     role: str  # "app" or "cluster" (the vcluster itself)
+    # Managed mode: a Plugin generator that asks envportal which PRs get an environment.
+    managed: bool = False
+    include_drafts: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,32 @@ def _merge(base: Obj, override: Obj) -> Obj:
     return merged
 
 
-def sources(applicationsets: list[Obj], default_api: str = GITHUB_API) -> list[Source]:
-    """Every GitHub Pull Request generator, classified by the flavour its template makes.
+def _plugin_generator(generator: Obj, plugin_configmap: str) -> Obj | None:
+    """envportal's Plugin generator as a Pull Request generator's shape, or None."""
+    plugin = generator.get("plugin") or {}
+    if not plugin_configmap or (plugin.get("configMapRef") or {}).get("name") != plugin_configmap:
+        return None
+    parameters = (plugin.get("input") or {}).get("parameters") or {}
+    owner, _, repo = str(parameters.get("repository") or "").partition("/")
+    if not owner or not repo:
+        return None
+    label = str(parameters.get("label") or "")
+    return {
+        "github": {"owner": owner, "repo": repo, "labels": [label] if label else []},
+        "values": plugin.get("values") or {},
+        "requeueAfterSeconds": plugin.get("requeueAfterSeconds"),
+        "template": plugin.get("template"),
+        "managed": True,
+        "include_drafts": str(parameters.get("include_drafts", "true")).lower()
+        not in ("false", "0", "no"),
+    }
+
+
+def sources(
+    applicationsets: list[Obj], default_api: str = GITHUB_API, plugin_configmap: str = ""
+) -> list[Source]:
+    """Every GitHub Pull Request generator, and every Plugin generator that asks envportal
+    (its ConfigMap is `plugin_configmap`), classified by the flavour its template makes.
 
     A generator without `api` uses github.com, which for envportal is `GITHUB_API_URL`.
     """
@@ -102,7 +129,9 @@ def sources(applicationsets: list[Obj], default_api: str = GITHUB_API) -> list[S
     for appset in applicationsets:
         spec = appset.get("spec") or {}
         for generator in spec.get("generators") or []:
-            pull_request = generator.get("pullRequest") or {}
+            pull_request = (
+                generator.get("pullRequest") or _plugin_generator(generator, plugin_configmap) or {}
+            )
             github = pull_request.get("github")
             if not github or not github.get("owner") or not github.get("repo"):
                 continue
@@ -130,6 +159,8 @@ def sources(applicationsets: list[Obj], default_api: str = GITHUB_API) -> list[S
                     template=template,
                     flavor=flavor,
                     role=role,
+                    managed=bool(pull_request.get("managed")),
+                    include_drafts=bool(pull_request.get("include_drafts", True)),
                 )
             )
     # An app sent to another server is a vcluster app only when its repo also makes vclusters.
@@ -144,9 +175,12 @@ def sources(applicationsets: list[Obj], default_api: str = GITHUB_API) -> list[S
     ]
 
 
-def selects(source: Source, pull: PullParams) -> bool:
-    """Whether the generator yields this PR: all its labels, and any filter matching."""
+def selects(source: Source, pull: PullParams, held: bool = False, draft: bool = False) -> bool:
+    """Whether the generator yields this PR: all its labels, and any filter matching. In
+    managed mode also: not held back (destroyed, expired) and, if so asked, not a draft."""
     if not set(source.labels) <= set(pull.labels):
+        return False
+    if source.managed and (held or (draft and not source.include_drafts)):
         return False
     if not source.filters:
         return True

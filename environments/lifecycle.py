@@ -162,7 +162,9 @@ def _unpin(env: Environment, action: Action, params: dict[str, Any]) -> None:
 def _destroy(env: Environment, action: Action, params: dict[str, Any]) -> None:
     env.state, env.reason = Environment.State.DESTROYING, f"destroy requested by {action.actor}"
     env.state_changed_at = timezone.now()
-    env.save(update_fields=["state", "reason", "state_changed_at"])
+    # Managed mode: the plugin's answer leaves the PR out from this commit on.
+    env.held = permissions.managed(env)
+    env.save(update_fields=["state", "reason", "state_changed_at", "held"])
     _event(env, action.actor, "destroy", f"destroy requested by {action.actor}")
 
 
@@ -170,7 +172,8 @@ def _recreate(env: Environment, action: Action, params: dict[str, Any]) -> None:
     env.state, env.reason = Environment.State.PENDING, f"recreate requested by {action.actor}"
     env.state_changed_at = timezone.now()
     env.expires_at = timezone.now() + timedelta(hours=env.pull_request.repository.default_ttl_hours)
-    env.save(update_fields=["state", "reason", "state_changed_at", "expires_at"])
+    env.held = False
+    env.save(update_fields=["state", "reason", "state_changed_at", "expires_at", "held"])
     _event(env, action.actor, "recreate", f"recreate requested by {action.actor}")
 
 
@@ -242,17 +245,27 @@ def _set_label(env: Environment, present: bool) -> str:
         labels = answer if answer is not None else [x for x in pr.labels if x != label]
     # Keep our copy in step now: the next cluster sync must not see the old label set.
     type(pr).objects.filter(pk=pr.pk).update(labels=labels)
-    for name in repo.applicationsets:
-        kube_gateway.refresh_applicationset(settings.ARGOCD_NAMESPACE, name)
+    _refresh(env)
     return label
 
 
+def _refresh(env: Environment) -> None:
+    for name in env.pull_request.repository.applicationsets:
+        kube_gateway.refresh_applicationset(settings.ARGOCD_NAMESPACE, name)
+
+
 def _work_destroy(env: Environment) -> str:
+    if permissions.managed(env):
+        _refresh(env)  # the plugin already leaves it out (env.held)
+        return "left out of the plugin generator's answer; Argo CD is removing the applications"
     label = _set_label(env, present=False)
     return f"removed the `{label}` label from the PR; Argo CD is removing the applications"
 
 
 def _work_recreate(env: Environment) -> str:
+    if permissions.managed(env):
+        _refresh(env)
+        return "back in the plugin generator's answer; Argo CD is creating the applications"
     label = _set_label(env, present=True)
     return f"labelled the PR `{label}`; Argo CD is creating the applications"
 

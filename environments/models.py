@@ -34,6 +34,8 @@ class Repository(models.Model):
     # Per flavour, the label every ApplicationSet of that flavour requires (found by
     # discovery): removing it from a PR takes that environment away, adding it brings it back.
     label_filters = models.JSONField(default=dict, blank=True, editable=False)
+    # Flavours whose ApplicationSets all use envportal's Plugin generator (managed mode).
+    managed_flavors = models.JSONField(default=list, blank=True, editable=False)
     # One ETag per page of the open-PR list: a 304 answer costs no rate limit.
     pulls_etags = models.JSONField(default=dict, blank=True, editable=False)
     pulls_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -130,6 +132,11 @@ class Environment(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False, help_text="Pinned: never expires.")
     pin_reason = models.CharField(max_length=300, blank=True)
+    held = models.BooleanField(
+        default=False,
+        help_text="Managed mode: left out of the plugin generator's answer (destroyed or "
+        "expired) until recreated.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     state_changed_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last seen in the cluster")

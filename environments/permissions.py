@@ -75,13 +75,22 @@ def destroy_label(env: Environment) -> str:
     return str(env.pull_request.repository.label_filters.get(env.flavor, ""))
 
 
+def managed(env: Environment) -> bool:
+    """Whether this flavour's ApplicationSets ask envportal which PRs to deploy."""
+    return env.flavor in (env.pull_request.repository.managed_flavors or [])
+
+
 def no_label_explanation(env: Environment) -> str:
     repo = env.pull_request.repository
     return (
         f"The ApplicationSets of {repo.full_name} ({', '.join(repo.applicationsets)}) select "
         "every open pull request, so Argo CD would recreate a destroyed environment at its "
-        "next reconcile. Add a label filter to their Pull Request generator "
-        "(`labels: [preview]`) and label the PRs that should have an environment."
+        "next reconcile. Either add a label filter to their Pull Request generator "
+        f"(`github: {{owner: {repo.owner}, repo: {repo.name}, labels: [preview]}}`) and label "
+        "the PRs that should have an environment, or switch them to managed mode: replace the "
+        "generator with `plugin: {configMapRef: {name: envportal-plugin}, input: {parameters: "
+        f"{{repository: {repo.full_name}, flavor: {env.flavor}}}}}, requeueAfterSeconds: 300}}` "
+        "(charts/envportal/examples/ has complete ApplicationSets)."
     )
 
 
@@ -107,14 +116,14 @@ def blocker(kind: str, env: Environment, now: datetime | None = None) -> str | N
             return "the environment is already being destroyed"
         if not env.is_live:
             return f"the environment is already {env.state}"
-        if not destroy_label(env):
+        if not destroy_label(env) and not managed(env):
             return no_label_explanation(env)
     if kind == K.RECREATE:
         if env.is_live:
             return f"the environment is {env.state}, not destroyed"
         if not pr_open:
             return f"the pull request is {env.pull_request.state}"
-        if not destroy_label(env):
+        if not destroy_label(env) and not managed(env):
             return no_label_explanation(env)
     return None
 

@@ -202,6 +202,13 @@ def label_filters(sources: list[discovery.Source]) -> dict[str, str]:
     return filters
 
 
+def managed_flavors(sources: list[discovery.Source]) -> list[str]:
+    """Flavours whose every ApplicationSet asks envportal (managed mode): destroy, expiry and
+    recreate work there through the plugin's answer, no label needed."""
+    flavors = sorted({s.flavor for s in sources})
+    return [f for f in flavors if all(s.managed for s in sources if s.flavor == f)]
+
+
 def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
     """Create Repository rows for the generators' repositories; keep admins' settings.
     Returns the repositories and how many are new."""
@@ -214,6 +221,7 @@ def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
         appsets = sorted({s.applicationset for s in group})
         labels = sorted({label for s in group for label in s.labels})
         filters = label_filters(group)
+        managed = managed_flavors(group)
         repo = existing.get(key)
         if repo is None:
             repo = Repository.objects.create(
@@ -223,19 +231,33 @@ def discover(sources: list[discovery.Source]) -> tuple[list[Repository], int]:
                 applicationsets=appsets,
                 opt_in_label=",".join(labels),
                 label_filters=filters,
+                managed_flavors=managed,
             )
             Event.objects.create(
                 kind="discovered", message=f"discovered {repo.full_name} in {', '.join(appsets)}"
             )
             created += 1
-        elif (repo.applicationsets, repo.opt_in_label, repo.label_filters) != (
+        elif (
+            repo.applicationsets,
+            repo.opt_in_label,
+            repo.label_filters,
+            repo.managed_flavors,
+        ) != (
             appsets,
             ",".join(labels),
             filters,
+            managed,
         ):
             repo.applicationsets, repo.opt_in_label = appsets, ",".join(labels)
-            repo.label_filters = filters
-            repo.save(update_fields=["applicationsets", "opt_in_label", "label_filters"])
+            repo.label_filters, repo.managed_flavors = filters, managed
+            repo.save(
+                update_fields=[
+                    "applicationsets",
+                    "opt_in_label",
+                    "label_filters",
+                    "managed_flavors",
+                ]
+            )
         repos.append(repo)
     return repos, created
 
@@ -268,7 +290,9 @@ def sync_cluster() -> dict[str, Any]:
         log.warning("cluster sync failed, keeping the last known state: %s", exc)
         _record(KUBERNETES, str(exc))
         return {"error": str(exc), "requests": 0}
-    sources = discovery.sources(snapshot.applicationsets, settings.GITHUB_API_URL)
+    sources = discovery.sources(
+        snapshot.applicationsets, settings.GITHUB_API_URL, settings.ARGOCD_PLUGIN_CONFIGMAP
+    )
     _, discovered = discover(sources)
     world = health.World(
         namespaces=snapshot.namespaces,
@@ -340,9 +364,10 @@ def _sync_repository(
         existing = {env.flavor: env for env in pr.environments.all()}
         for flavor in sorted(set(flavors) | set(existing)):
             flavor_sources = [s for s in sources if s.flavor == flavor]
-            selected = [s for s in flavor_sources if discovery.selects(s, params)]
-            is_open = pr.state == PullRequest.State.OPEN
             env = existing.get(flavor)
+            held = env is not None and env.held
+            selected = [s for s in flavor_sources if discovery.selects(s, params, held, pr.draft)]
+            is_open = pr.state == PullRequest.State.OPEN
             if env is None and not (is_open and selected):
                 continue
             expected = [discovery.expected(s, params) for s in (selected or flavor_sources)]

@@ -12,5 +12,7 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("webhooks/github/", webhooks.github_webhook, name="github-webhook"),
     path("api/v1/environments/", api.environment_list, name="api-environments"),
+    path("api/v1/getparams.execute", api.plugin_getparams, name="plugin-getparams"),
     path(API_ENV, api.environment_detail, name="api-environment"),
+    path(API_ENV + "<str:kind>/", api.environment_action, name="api-environment-action"),
 ]

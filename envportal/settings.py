@@ -253,6 +253,11 @@ GITHUB_WEBHOOK_SECRET = env_str("GITHUB_WEBHOOK_SECRET", "")
 KUBECONFIG = env_str("KUBECONFIG", "")
 ARGOCD_NAMESPACE = env_str("ARGOCD_NAMESPACE", "argocd")
 ARGOCD_URL = env_str("ARGOCD_URL", "").rstrip("/")
+# Managed mode: Argo CD's Plugin generator calls POST /api/v1/getparams.execute with this
+# bearer token (the ConfigMap's `token`); ApplicationSets whose plugin generator names the
+# ConfigMap ARGOCD_PLUGIN_CONFIGMAP are envportal's. Empty token: the endpoint answers 503.
+ARGOCD_PLUGIN_TOKEN = env_str("ARGOCD_PLUGIN_TOKEN", "")
+ARGOCD_PLUGIN_CONFIGMAP = env_str("ARGOCD_PLUGIN_CONFIGMAP", "envportal-plugin")
 
 # --- Security (production) ------------------------------------------------------------------
 

@@ -55,7 +55,10 @@ def bootstrap(world: World) -> None:
                 "name": "argocd-secret",
                 "labels": {"app.kubernetes.io/part-of": "argocd"},
             },
-            "stringData": {"server.secretkey": "sandbox-not-a-secret"},
+            "stringData": {
+                "server.secretkey": "sandbox-not-a-secret",
+                "plugin.envportal.token": world.plugin_token,
+            },
         },
     )
     cluster.create(
@@ -185,7 +188,35 @@ def app_names(pr: DemoPR, number: int) -> list[str]:
     return [f"storefront-{slugify(pr.branch)}-{number}"]
 
 
-def load_demo(world: World, evolve: bool = True, seed: int = 1) -> None:
+MANAGED_EXAMPLE = Path(__file__).resolve().parent.parent / (
+    "charts/envportal/examples/managed-applicationsets.yaml"
+)
+MANAGED_OWNER, MANAGED_REPO = "acme", "checkout"
+
+
+def install_managed(world: World, repository: str, plugin_url: str) -> list[dict[str, Any]]:
+    """The chart's managed-mode example for `repository`, its ConfigMap pointing at the
+    portal (`plugin_url`): the plugin ConfigMap and three ApplicationSets, created."""
+    text = MANAGED_EXAMPLE.read_text().replace("your-org/your-app", repository)
+    text = text.replace("your-app", repository.split("/", 1)[1])
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    made = []
+    for document in documents:
+        if document["kind"] == "ConfigMap":
+            document["data"]["baseUrl"] = plugin_url.rstrip("/")
+            document["data"]["requestTimeout"] = "5"
+            world.cluster.create(CONFIGMAPS, world.argocd_namespace, document)
+        else:
+            created, _warnings = world.cluster.create(
+                APPLICATIONSETS, world.argocd_namespace, document
+            )
+            made.append(created)
+    return made
+
+
+def load_demo(
+    world: World, evolve: bool = True, seed: int = 1, plugin_url: str | None = None
+) -> None:
     bootstrap(world)
     github = world.github
     github.add_repo(SEED_OWNER, SEED_REPO)
@@ -193,6 +224,15 @@ def load_demo(world: World, evolve: bool = True, seed: int = 1) -> None:
     github.add_repo("acme", "storefront")
     for appset in [*seed_applicationsets(), storefront_applicationset()]:
         world.cluster.create(APPLICATIONSETS, world.argocd_namespace, appset)
+    if plugin_url:
+        # A third team in managed mode: envportal's plugin generator decides what runs.
+        github.add_repo(MANAGED_OWNER, MANAGED_REPO)
+        install_managed(world, f"{MANAGED_OWNER}/{MANAGED_REPO}", plugin_url)
+        for branch, title, author in [
+            ("one-click-pay", "One-click pay", "sofia"),
+            ("Feature/Gift_Cards", "Gift cards (a branch slug keeps names valid)", "omar"),
+        ]:
+            github.open_pr(MANAGED_OWNER, MANAGED_REPO, branch, title, author)
     pending_pushes = []
     for pr in DEMO_PRS:
         opened = github.open_pr(

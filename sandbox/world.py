@@ -45,6 +45,7 @@ class World:
         self.kube_token = secrets.token_urlsafe(24)
         self.github_token = "ghp_" + secrets.token_hex(18)
         self.webhook_secret = secrets.token_hex(20)
+        self.plugin_token = secrets.token_urlsafe(24)  # argocd-secret's plugin.envportal.token
         self.cluster = Cluster()
         self.kube = KubeAPI(self.cluster, self.kube_token)
         self.github = GitHub(
@@ -130,6 +131,7 @@ class World:
             "GITHUB_WEBHOOK_SECRET": self.webhook_secret,
             "KUBECONFIG": str(kubeconfig_path),
             "ARGOCD_NAMESPACE": self.argocd_namespace,
+            "ARGOCD_PLUGIN_TOKEN": self.plugin_token,
         }
 
     def write_env_file(self, path: Path) -> dict[str, str]:

@@ -76,6 +76,8 @@ def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[st
             str(env_file),
             "--webhook-url",
             f"http://{HOST}:{PORT}/webhooks/github/",
+            "--plugin-url",
+            f"http://{HOST}:{PORT}",
             *os.environ.get("DEMO_SANDBOX_ARGS", "").split(),
         ],
         env,

@@ -15,6 +15,16 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name='repository',
+            name='managed_flavors',
+            field=models.JSONField(blank=True, default=list, editable=False),
+        ),
+        migrations.AddField(
+            model_name='environment',
+            name='held',
+            field=models.BooleanField(default=False, help_text="Managed mode: left out of the plugin generator's answer (destroyed or expired) until recreated."),
+        ),
+        migrations.AddField(
             model_name='pullrequest',
             name='head_history',
             field=models.JSONField(blank=True, default=list, editable=False),

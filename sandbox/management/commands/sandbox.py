@@ -47,6 +47,12 @@ class Command(BaseCommand):
             help="where to write the variables that point the portal here",
         )
         parser.add_argument("--webhook-url", default=None, help="where GitHub webhooks are POSTed")
+        parser.add_argument(
+            "--plugin-url",
+            default=None,
+            help="demo: the portal's base URL; adds a managed-mode repository whose Plugin "
+            "generator asks it",
+        )
         parser.add_argument("--faults", default="", help="e.g. kube-error-rate=0.2,latency=0.05")
         parser.add_argument("--no-evolve", action="store_true", help="demo: keep the world still")
         parser.add_argument("--fast", action="store_true", help="controllers take ~1 s, not ~10 s")
@@ -62,7 +68,7 @@ class Command(BaseCommand):
         world = World(timing=timing, webhook_url=options["webhook_url"])
         scenario = options["scenario"]
         if scenario == "demo":
-            load_demo(world, evolve=not options["no_evolve"])
+            load_demo(world, evolve=not options["no_evolve"], plugin_url=options["plugin_url"])
         elif scenario == "scale":
             load_scale(world, repos=options["repos"], prs=options["prs"])
         else:
