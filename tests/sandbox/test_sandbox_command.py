@@ -51,6 +51,7 @@ def test_it_is_ready_within_20_seconds_and_writes_the_portal_variables(sandbox):
         "GITHUB_WEBHOOK_SECRET",
         "KUBECONFIG",
         "ARGOCD_NAMESPACE",
+        "ARGOCD_PLUGIN_TOKEN",
     }
     assert env["ARGOCD_NAMESPACE"] == "argocd"
     assert oct(Path(env["KUBECONFIG"]).stat().st_mode & 0o777) == "0o600"
