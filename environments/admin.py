@@ -36,12 +36,20 @@ class RepositoryAdmin(admin.ModelAdmin):
         "label_filters",
         "default_ttl_hours",
         "max_ttl_hours",
+        "renew_on_push",
+        "managed_flavors",
         "pulls_synced_at",
     )
     list_filter = ("enabled",)
-    list_editable = ("enabled", "default_ttl_hours", "max_ttl_hours")
+    list_editable = ("enabled", "default_ttl_hours", "max_ttl_hours", "renew_on_push")
     search_fields = ("owner", "name")
-    readonly_fields = ("applicationsets", "label_filters", "discovered_at", "pulls_synced_at")
+    readonly_fields = (
+        "applicationsets",
+        "label_filters",
+        "managed_flavors",
+        "discovered_at",
+        "pulls_synced_at",
+    )
 
 
 class EnvironmentInline(admin.TabularInline):

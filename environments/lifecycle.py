@@ -27,7 +27,9 @@ from environments.models import Action, Environment, Event
 
 log = logging.getLogger(__name__)
 K = Action.Kind
-QUEUED = {K.DESTROY, K.RECREATE, K.REDEPLOY}
+QUEUED = {K.DESTROY, K.RECREATE, K.REDEPLOY, K.EXPIRE}
+USER_KINDS = {K.EXTEND, K.DESTROY, K.RECREATE, K.REDEPLOY, K.PIN, K.UNPIN}
+WARNINGS = [(timedelta(hours=1), "1h", "1 h"), (timedelta(hours=24), "24h", "24 h")]
 MAX_EXTEND_HOURS = 24 * 30
 
 
@@ -63,7 +65,7 @@ def describe(env: Environment) -> str:
 
 def request_action(user: Any, env: Environment, kind: str, params: dict[str, Any]) -> Action:
     """Check, record and start one action; raise ActionError (with its HTTP status) if refused."""
-    if kind not in K.values:
+    if kind not in USER_KINDS:
         raise ActionError(f"unknown action `{kind}`")
     roles = permissions.roles_of(user)
     if not permissions.may(roles, kind, env):
@@ -122,8 +124,8 @@ def _extend(env: Environment, action: Action, params: dict[str, Any]) -> None:
             f"cannot extend {describe(env)}: it already expires at the repository's maximum "
             f"of {maximum} h from now"
         )
-    env.expires_at = expiry
-    env.save(update_fields=["expires_at"])
+    env.expires_at, env.expiry_warned = expiry, ""
+    env.save(update_fields=["expires_at", "expiry_warned"])
     note = f" (capped at the repository's maximum of {maximum} h from now)" if capped else ""
     action.params = {"hours": hours, "expires_at": expiry.isoformat()}
     action.state, action.finished_at = Action.State.DONE, now
@@ -149,7 +151,8 @@ def _unpin(env: Environment, action: Action, params: dict[str, Any]) -> None:
     env.expires_at = max(
         env.expires_at or now, now + timedelta(hours=env.pull_request.repository.default_ttl_hours)
     )
-    env.save(update_fields=["pinned", "pin_reason", "expires_at"])
+    env.expiry_warned = ""
+    env.save(update_fields=["pinned", "pin_reason", "expires_at", "expiry_warned"])
     action.state, action.finished_at = Action.State.DONE, now
     _event(
         env,
@@ -165,15 +168,21 @@ def _destroy(env: Environment, action: Action, params: dict[str, Any]) -> None:
     # Managed mode: the plugin's answer leaves the PR out from this commit on.
     env.held = permissions.managed(env)
     env.save(update_fields=["state", "reason", "state_changed_at", "held"])
-    _event(env, action.actor, "destroy", f"destroy requested by {action.actor}")
+    if action.kind == K.EXPIRE:
+        env.reason = "the lease ended"
+        _event(env, "system", "expired", "the lease ended: destroying the environment")
+    else:
+        _event(env, action.actor, "destroy", f"destroy requested by {action.actor}")
 
 
 def _recreate(env: Environment, action: Action, params: dict[str, Any]) -> None:
     env.state, env.reason = Environment.State.PENDING, f"recreate requested by {action.actor}"
     env.state_changed_at = timezone.now()
     env.expires_at = timezone.now() + timedelta(hours=env.pull_request.repository.default_ttl_hours)
-    env.held = False
-    env.save(update_fields=["state", "reason", "state_changed_at", "expires_at", "held"])
+    env.held, env.expiry_warned = False, ""
+    env.save(
+        update_fields=["state", "reason", "state_changed_at", "expires_at", "held", "expiry_warned"]
+    )
     _event(env, action.actor, "recreate", f"recreate requested by {action.actor}")
 
 
@@ -214,7 +223,7 @@ def execute(action_id: int) -> str:
     except GatewayError as exc:
         _finish(action, Action.State.FAILED, f"{action.kind} failed: {exc}")
         _event(env, "system", f"{action.kind}-failed", f"{action.kind} failed: {exc}")
-        if action.kind == K.DESTROY:
+        if action.kind in (K.DESTROY, K.EXPIRE):
             Environment.objects.filter(pk=env.pk, state=Environment.State.DESTROYING).update(
                 reason=f"destroy failed: {exc}"[:1000]
             )
@@ -279,6 +288,7 @@ def _work_redeploy(env: Environment) -> str:
 
 WORK: dict[str, Callable[[Environment], str]] = {
     K.DESTROY: _work_destroy,
+    K.EXPIRE: _work_destroy,
     K.RECREATE: _work_recreate,
     K.REDEPLOY: _work_redeploy,
 }
@@ -298,6 +308,100 @@ def destroying_ids() -> set[int]:
     """Environments with a destroy on its way: a sync keeps them `destroying` meanwhile."""
     return set(
         Action.objects.filter(
-            kind=K.DESTROY, state__in=[Action.State.PENDING, Action.State.RUNNING]
+            kind__in=[K.DESTROY, K.EXPIRE], state__in=[Action.State.PENDING, Action.State.RUNNING]
         ).values_list("environment_id", flat=True)
     )
+
+
+def expired_ids() -> set[int]:
+    """Environments whose latest destroy or recreate was an expiry: gone means `expired`."""
+    latest: dict[int, str] = {}
+    rows = (
+        Action.objects.filter(kind__in=[K.DESTROY, K.EXPIRE, K.RECREATE])
+        .order_by("created_at", "id")
+        .values_list("environment_id", "kind")
+    )
+    for env_id, kind in rows:
+        latest[env_id] = kind
+    return {env_id for env_id, kind in latest.items() if kind == K.EXPIRE}
+
+
+# --- Leases ----------------------------------------------------------------------------------
+
+
+def expire_due(now: datetime | None = None) -> dict[str, int]:
+    """Beat: warn 24 h and 1 h before a lease ends, and expire what is due through the destroy
+    path (a durable `expire` action). Where destroy cannot work (observed mode without a label
+    filter) the environment is not expired; the timeline says why, once."""
+    now = now or timezone.now()
+    counts = {"warned": 0, "expired": 0, "refused": 0}
+    due_soon = (
+        Environment.objects.filter(
+            pinned=False,
+            pull_request__state="open",
+            expires_at__lt=now + WARNINGS[-1][0],
+        )
+        .exclude(state__in=[Environment.State.DESTROYING, *DEAD])
+        .select_related("pull_request__repository")
+    )
+    for env in due_soon:
+        assert env.expires_at is not None
+        if env.expires_at > now:
+            _warn(env, now, counts)
+            continue
+        reason = permissions.blocker(K.DESTROY, env, now)
+        if reason:
+            if env.expiry_warned != "refused":
+                Environment.objects.filter(pk=env.pk).update(expiry_warned="refused")
+                _event(env, "system", "expiry-refused", f"the lease ended but {reason}")
+                counts["refused"] += 1
+            continue
+        if _expire(env, now):
+            counts["expired"] += 1
+    return counts
+
+
+DEAD = [Environment.State.DESTROYED, Environment.State.EXPIRED]
+
+
+def _warn(env: Environment, now: datetime, counts: dict[str, int]) -> None:
+    assert env.expires_at is not None
+    for within, level, text in WARNINGS:
+        if env.expires_at - now <= within:
+            if env.expiry_warned in (level, "1h"):
+                return  # this warning, or a later one, was given
+            claimed = Environment.objects.filter(pk=env.pk, expiry_warned=env.expiry_warned).update(
+                expiry_warned=level
+            )
+            if claimed:
+                _event(
+                    env,
+                    "system",
+                    "expiry-warning",
+                    f"expires within {text} ({env.expires_at:%Y-%m-%d %H:%M} UTC): extend it "
+                    "to keep it",
+                )
+                counts["warned"] += 1
+            return
+
+
+def _expire(env: Environment, now: datetime) -> bool:
+    with transaction.atomic():
+        locked = (
+            Environment.objects.select_for_update(of=("self",))
+            .select_related("pull_request__repository")
+            .filter(pk=env.pk, pinned=False, expires_at__lte=now)
+            .exclude(state__in=[Environment.State.DESTROYING, *DEAD])
+            .first()
+        )
+        if locked is None:
+            return False  # extended, pinned or already on its way meanwhile
+        action = Action(environment=locked, kind=K.EXPIRE, actor="system")
+        _destroy(locked, action, {})
+        locked.reason = f"the lease ended at {locked.expires_at:%Y-%m-%d %H:%M} UTC"
+        locked.save(update_fields=["reason"])
+        action.save()
+    from environments import tasks
+
+    tasks.run_action.delay_on_commit(action.pk)
+    return True

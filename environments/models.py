@@ -34,6 +34,9 @@ class Repository(models.Model):
     # Per flavour, the label every ApplicationSet of that flavour requires (found by
     # discovery): removing it from a PR takes that environment away, adding it brings it back.
     label_filters = models.JSONField(default=dict, blank=True, editable=False)
+    renew_on_push = models.BooleanField(
+        default=False, help_text="A push to a PR renews its environments' lease (default TTL)."
+    )
     # Flavours whose ApplicationSets all use envportal's Plugin generator (managed mode).
     managed_flavors = models.JSONField(default=list, blank=True, editable=False)
     # One ETag per page of the open-PR list: a 304 answer costs no rate limit.
@@ -132,6 +135,8 @@ class Environment(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False, help_text="Pinned: never expires.")
     pin_reason = models.CharField(max_length=300, blank=True)
+    # The last expiry warning given ("24h", "1h"), or "refused" when it cannot expire.
+    expiry_warned = models.CharField(max_length=10, blank=True, editable=False)
     held = models.BooleanField(
         default=False,
         help_text="Managed mode: left out of the plugin generator's answer (destroyed or "
@@ -342,6 +347,7 @@ class Action(models.Model):
         REDEPLOY = "redeploy"
         PIN = "pin"
         UNPIN = "unpin"
+        EXPIRE = "expire"  # the system's destroy when a lease ends
 
     class State(models.TextChoices):
         PENDING = "pending"

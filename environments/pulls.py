@@ -6,14 +6,14 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from environments.models import Event, PullRequest, Repository
+from environments.models import Environment, Event, PullRequest, Repository
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ def apply_pulls(
     with transaction.atomic():
         existing = {pr.number: pr for pr in repository.pulls.select_for_update()}
         to_create, to_update, events = [], [], []
+        renew: list[int] = []
+        reopened: list[int] = []
         for number, pull in incoming.items():
             pr = existing.get(number)
             if pr is None:
@@ -161,6 +163,10 @@ def apply_pulls(
             if changes or any(getattr(pr, f) != v for f, v in pull.values().items()):
                 if pr.head_sha != pull.head_sha:
                     pr.head_history = [pr.head_sha, *pr.head_history][:HEAD_HISTORY]
+                    if repository.renew_on_push and pull.state == PullRequest.State.OPEN:
+                        renew.append(pr.pk)
+                if pr.state != PullRequest.State.OPEN and pull.state == PullRequest.State.OPEN:
+                    reopened.append(pr.pk)
                 for field, value in pull.values().items():
                     setattr(pr, field, value)
                 pr.last_seen_at = now
@@ -181,9 +187,38 @@ def apply_pulls(
         ]
         PullRequest.objects.bulk_update(to_update, [*PR_FIELDS, "head_history", "last_seen_at"])
         Event.objects.bulk_create(events)
+        events = _new_leases(repository, renew, reopened, now)
+        Event.objects.bulk_create(events)
     counts["created"] = len(created)
     counts["updated"] = len(to_update) - counts["closed"]
     return counts
+
+
+def _new_leases(
+    repository: Repository, renewed: list[int], reopened: list[int], now: datetime
+) -> list[Event]:
+    """A push renews the lease where the repository says so; a reopened PR starts over (and
+    is no longer held back by an earlier destroy)."""
+    until = now + timedelta(hours=repository.default_ttl_hours)
+    events = []
+    live = Environment.objects.exclude(state__in=["destroying", "destroyed", "expired"])
+    for env in live.filter(pull_request_id__in=renewed, pinned=False, expires_at__lt=until):
+        events.append(
+            Event(environment=env, pull_request_id=env.pull_request_id, kind="renewed",
+                  message=f"lease renewed by a push: expires {until:%Y-%m-%d %H:%M} UTC")
+        )  # fmt: skip
+    live.filter(pull_request_id__in=renewed, pinned=False, expires_at__lt=until).update(
+        expires_at=until, expiry_warned=""
+    )
+    for env in Environment.objects.filter(pull_request_id__in=reopened):
+        events.append(
+            Event(environment=env, pull_request_id=env.pull_request_id, kind="lease",
+                  message=f"pull request reopened: a fresh lease until {until:%Y-%m-%d %H:%M} UTC")
+        )  # fmt: skip
+    Environment.objects.filter(pull_request_id__in=reopened).update(
+        expires_at=until, expiry_warned="", held=False
+    )
+    return events
 
 
 def record_webhook_pull_request(payload: dict[str, Any]) -> tuple[Repository | None, str]:

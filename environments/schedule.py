@@ -44,6 +44,12 @@ PERIODIC_TASKS = [
         description="Re-queues destroy/recreate/redeploy requests no worker finished.",
     ),
     Periodic(
+        name="envportal: expire environments",
+        task="environments.tasks.expire_environments",
+        every_seconds=60,
+        description="Warns 24 h and 1 h before a lease ends; expires what is due.",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

@@ -323,6 +323,7 @@ def sync_cluster() -> dict[str, Any]:
         )
     )
     destroying = lifecycle.destroying_ids()
+    expired = lifecycle.expired_ids()
     for repo in repos:
         repo_sources = [
             s
@@ -330,7 +331,7 @@ def sync_cluster() -> dict[str, Any]:
             if (s.api_url, s.owner.lower(), s.repo.lower())
             == (repo.api_url, repo.owner.lower(), repo.name.lower())
         ]
-        counts = _sync_repository(repo, repo_sources, apps_by_owner, world, destroying)
+        counts = _sync_repository(repo, repo_sources, apps_by_owner, world, destroying, expired)
         summary["environments"] += counts["environments"]
         summary["changed"] += counts["changed"]
         summary["needs_cluster_secrets"] += counts["needs_cluster_secrets"]
@@ -344,6 +345,7 @@ def _sync_repository(
     apps_by_owner: dict[str, dict[str, dict[str, Any]]],
     world: health.World,
     destroying: set[int],
+    expired: set[int],
 ) -> dict[str, int]:
     now = timezone.now()
     flavors = sorted({s.flavor for s in sources})
@@ -388,7 +390,12 @@ def _sync_repository(
                     state="",
                 )
                 env_creates.append(env)
-            if env.state in ("destroyed", "expired") and result.state == "destroyed":
+            if result.state == "destroyed" and env.pk in expired:
+                result.state, result.reason = (
+                    "expired",
+                    "the lease ended; its applications are gone",
+                )
+            if env.state in ("destroyed", "expired") and result.state in ("destroyed", "expired"):
                 continue
             if env.pk in destroying and result.state != "destroyed":
                 result.state, result.reason = "destroying", env.reason  # the worker is on it

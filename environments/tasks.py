@@ -128,3 +128,9 @@ def resume_actions() -> int:
     for action_id in ids:
         run_action.delay(action_id)
     return len(ids)
+
+
+@shared_task(base=DjangoTask, soft_time_limit=60, time_limit=90)
+def expire_environments() -> dict[str, int]:
+    """Beat: expiry warnings, and expiry of leases that ended (through the destroy path)."""
+    return _locked("expire_environments", lifecycle.expire_due)

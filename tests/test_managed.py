@@ -236,3 +236,27 @@ def test_a_session_must_send_the_csrf_token(checkout):
     client.force_login(user)
     response = api_action(client, env, "extend", {"hours": 2})
     assert response.status_code == 403 and "CSRF" in response.json()["error"]
+
+
+def test_an_ended_lease_expires_a_managed_environment_and_only_that_flavour(managed):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    world = managed
+    world.github.open_pr("acme", "checkout", "promo", "Promo", "omar")
+    sync.sync_all()
+    reconcile(world)
+    sync.sync_cluster()
+    env = Environment.objects.get(flavor="namespace", pull_request__repository__name="checkout")
+    Environment.objects.filter(pk=env.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    assert lifecycle.expire_due()["expired"] == 1
+    action = env.actions.get()
+    lifecycle.execute(action.pk)
+    reconcile(world, times=2)
+    assert checkout_apps(world) == {"vc-1-promo", "pr-1-promo-vc-app"}
+    sync.sync_cluster()
+    env.refresh_from_db()
+    assert env.state == "expired", env.reason
+    sync.sync_cluster()  # and it stays expired
+    assert Environment.objects.get(pk=env.pk).state == "expired"
