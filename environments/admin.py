@@ -10,7 +10,8 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from environments import lifecycle
+from environments import cleanup, lifecycle
+from environments.errors import GatewayError
 from environments.models import (
     Action,
     ApiToken,
@@ -18,6 +19,7 @@ from environments.models import (
     Environment,
     EnvironmentApp,
     Event,
+    Orphan,
     Profile,
     PullRequest,
     Repository,
@@ -268,3 +270,30 @@ class ClusterSecretAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: object) -> bool:
         return False
+
+
+@admin.register(Orphan)
+class OrphanAdmin(ReadOnlyAdmin):
+    """The orphan sweep's dry-run report: select and "Delete from the cluster" to clean up."""
+
+    list_display = ("kind", "namespace", "name", "removable", "reason", "found_at")
+    list_filter = ("kind", "removable")
+    search_fields = ("namespace", "name")
+    actions = ("delete_from_cluster",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the admin action deletes from the cluster; rows go with it
+
+    @admin.action(description="Delete from the cluster")
+    def delete_from_cluster(self, request: HttpRequest, queryset: QuerySet[Orphan]) -> None:
+        if (
+            not request.user.is_superuser
+            and not request.user.groups.filter(name="platform").exists()
+        ):
+            messages.error(request, "only platform engineers clean up the cluster")
+            return
+        for orphan in queryset:
+            try:
+                messages.info(request, cleanup.remove(orphan))
+            except GatewayError as exc:
+                messages.error(request, f"could not delete {orphan}: {exc}")

@@ -54,6 +54,7 @@ API_CALLS = {
     ("create", "secrets"),
     ("update", "secrets"),
     ("delete", "secrets"),
+    ("delete", "namespaces"),
 }
 
 _lock = threading.Lock()
@@ -278,5 +279,20 @@ def delete_secret(namespace: str, name: str, uid: str) -> None:
                 body=options,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+
+def delete_namespace(name: str) -> None:
+    """Delete a namespace (and so everything in it); already gone is done.
+
+    https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/namespace-v1/#delete-delete-a-namespace
+    """
+    core = client.CoreV1Api(api_client())
+    with contextlib.suppress(NotFound):
+        _call(
+            f"delete namespace {name}",
+            lambda: core.delete_namespace(
+                name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             ),
         )

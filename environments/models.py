@@ -371,3 +371,32 @@ class Action(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.environment} by {self.actor} ({self.state})"
+
+
+class Orphan(models.Model):
+    """Something in the cluster that belongs to no open PR's environment, found by the sweep:
+    a dry-run report for platform engineers, who clean it up from the admin."""
+
+    class Kind(models.TextChoices):
+        NAMESPACE = "namespace"
+        VCLUSTER_SECRET = "vcluster-secret"  # noqa: S105 - a kind, not a password
+        CLUSTER_SECRET = "cluster-secret"  # noqa: S105 - a kind, not a password
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    namespace = models.CharField(max_length=253, blank=True)
+    name = models.CharField(max_length=253)
+    uid = models.CharField(max_length=64, blank=True, help_text="Deleted only if still this object")
+    reason = models.CharField(max_length=500)
+    removable = models.BooleanField(
+        default=True, help_text="Off: deleting it now would leak (Applications still use it)."
+    )
+    found_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["kind", "namespace", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "namespace", "name"], name="unique_orphan")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}".replace(" /", " ")

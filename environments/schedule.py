@@ -50,6 +50,12 @@ PERIODIC_TASKS = [
         description="Warns 24 h and 1 h before a lease ends; expires what is due.",
     ),
     Periodic(
+        name="envportal: orphan sweep",
+        task="environments.tasks.sweep_orphans",
+        every_seconds=600,
+        description="Lists namespaces and secrets no open PR owns (admin → Orphans).",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

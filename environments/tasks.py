@@ -13,7 +13,7 @@ from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
 from django.utils import timezone
 
-from environments import lifecycle, secret_sync, sync
+from environments import cleanup, lifecycle, secret_sync, sync
 from environments.errors import Transient
 from environments.models import Repository
 
@@ -68,6 +68,8 @@ def sync_clusters() -> dict[str, Any]:
         sync_pull_requests.delay()  # a new repository: read its PRs now, not at the next tick
     if result.get("needs_cluster_secrets"):
         sync_cluster_secrets.delay()  # a vcluster is ready: give Argo CD its cluster secret now
+    if cleanup.candidates():
+        clean_leftovers.delay()  # an environment is gone: remove what Argo CD left behind
     return result
 
 
@@ -134,3 +136,23 @@ def resume_actions() -> int:
 def expire_environments() -> dict[str, int]:
     """Beat: expiry warnings, and expiry of leases that ended (through the destroy path)."""
     return _locked("expire_environments", lifecycle.expire_due)
+
+
+@shared_task(
+    base=DjangoTask,
+    autoretry_for=(Transient,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def clean_leftovers() -> dict[str, Any]:
+    """After a cluster sync saw an environment gone: delete the namespace it leaves behind."""
+    return _locked("clean_leftovers", cleanup.clean_leftovers)
+
+
+@shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
+def sweep_orphans() -> int:
+    """Beat: the admin's report of what belongs to no open PR (nothing is deleted here)."""
+    return len(cleanup.sweep())
