@@ -39,11 +39,12 @@ class RepositoryAdmin(admin.ModelAdmin):
         "default_ttl_hours",
         "max_ttl_hours",
         "renew_on_push",
+        "feedback",
         "managed_flavors",
         "pulls_synced_at",
     )
     list_filter = ("enabled",)
-    list_editable = ("enabled", "default_ttl_hours", "max_ttl_hours", "renew_on_push")
+    list_editable = ("enabled", "default_ttl_hours", "max_ttl_hours", "renew_on_push", "feedback")
     search_fields = ("owner", "name")
     readonly_fields = (
         "applicationsets",

@@ -218,3 +218,77 @@ def remove_label(
     except NotFound:
         return None
     return [str(item["name"]) for item in answer or []]
+
+
+def create_comment(api_url: str, token: str, owner: str, repo: str, number: int, body: str) -> int:
+    """Comment on a PR; return the comment's id.
+
+    https://docs.github.com/rest/issues/comments#create-an-issue-comment
+    """
+    answer = _write(
+        api_url, token, "POST", f"/repos/{owner}/{repo}/issues/{number}/comments",
+        f"commenting on {owner}/{repo}#{number}", {"body": body},
+    )  # fmt: skip
+    return int(answer["id"])
+
+
+def edit_comment(
+    api_url: str, token: str, owner: str, repo: str, comment_id: int, body: str
+) -> bool:
+    """Replace a comment's text; False when it is gone (someone deleted it).
+
+    https://docs.github.com/rest/issues/comments#update-an-issue-comment
+    """
+    try:
+        _write(
+            api_url, token, "PATCH", f"/repos/{owner}/{repo}/issues/comments/{comment_id}",
+            f"editing comment {comment_id} of {owner}/{repo}", {"body": body},
+        )  # fmt: skip
+    except NotFound:
+        return False
+    return True
+
+
+def create_deployment(
+    api_url: str, token: str, owner: str, repo: str, ref: str, environment: str, description: str
+) -> int:
+    """A transient deployment of `ref` to `environment` (no merge, no required checks).
+
+    https://docs.github.com/rest/deployments/deployments#create-a-deployment
+    """
+    answer = _write(
+        api_url, token, "POST", f"/repos/{owner}/{repo}/deployments",
+        f"creating a deployment of {owner}/{repo}",
+        {
+            "ref": ref, "environment": environment, "description": description[:140],
+            "transient_environment": True, "production_environment": False,
+            "auto_merge": False, "required_contexts": [],
+        },
+    )  # fmt: skip
+    return int(answer["id"])
+
+
+def create_deployment_status(
+    api_url: str,
+    token: str,
+    owner: str,
+    repo: str,
+    deployment_id: int,
+    state: str,
+    description: str,
+    environment_url: str = "",
+    log_url: str = "",
+) -> None:
+    """Post a deployment's status (in_progress, success, failure, inactive, ...).
+
+    https://docs.github.com/rest/deployments/statuses#create-a-deployment-status
+    """
+    body: dict[str, Any] = {"state": state, "description": description[:140]}
+    if environment_url:
+        body["environment_url"] = environment_url
+    if log_url:
+        body["log_url"] = log_url
+    _write(
+        api_url, token, "POST", f"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+        f"posting a deployment status to {owner}/{repo}", body,
+    )  # fmt: skip

@@ -34,6 +34,10 @@ class Repository(models.Model):
     # Per flavour, the label every ApplicationSet of that flavour requires (found by
     # discovery): removing it from a PR takes that environment away, adding it brings it back.
     label_filters = models.JSONField(default=dict, blank=True, editable=False)
+    feedback = models.BooleanField(
+        default=True,
+        help_text="Keep a comment and a GitHub Deployment per environment on its PRs.",
+    )
     renew_on_push = models.BooleanField(
         default=False, help_text="A push to a PR renews its environments' lease (default TTL)."
     )
@@ -87,6 +91,9 @@ class PullRequest(models.Model):
     html_url = models.URLField(max_length=500, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True, help_text="As GitHub reports it.")
     last_seen_at = models.DateTimeField(default=timezone.now)
+    # The sticky comment envportal keeps on the PR, and a digest of what it last said.
+    feedback_comment_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    feedback_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["repository", "-number"]
@@ -135,6 +142,10 @@ class Environment(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     pinned = models.BooleanField(default=False, help_text="Pinned: never expires.")
     pin_reason = models.CharField(max_length=300, blank=True)
+    # Its GitHub Deployment (environment `pr-<number>-<flavor>`): id, commit and last status.
+    deployment_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    deployment_sha = models.CharField(max_length=64, blank=True, editable=False)
+    deployment_state = models.CharField(max_length=20, blank=True, editable=False)
     # The last expiry warning given ("24h", "1h"), or "refused" when it cannot expire.
     expiry_warned = models.CharField(max_length=10, blank=True, editable=False)
     held = models.BooleanField(

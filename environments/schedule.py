@@ -56,6 +56,12 @@ PERIODIC_TASKS = [
         description="Lists namespaces and secrets no open PR owns (admin → Orphans).",
     ),
     Periodic(
+        name="envportal: GitHub feedback",
+        task="environments.tasks.publish_feedback",
+        every_seconds=120,
+        description="Sticky PR comment and GitHub Deployments, written only when they change.",
+    ),
+    Periodic(
         name="envportal: heartbeat",
         task="environments.tasks.heartbeat",
         every_seconds=30,

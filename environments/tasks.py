@@ -13,7 +13,7 @@ from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
 from django.utils import timezone
 
-from environments import cleanup, lifecycle, secret_sync, sync
+from environments import cleanup, feedback, lifecycle, secret_sync, sync
 from environments.errors import Transient
 from environments.models import Repository
 
@@ -70,6 +70,8 @@ def sync_clusters() -> dict[str, Any]:
         sync_cluster_secrets.delay()  # a vcluster is ready: give Argo CD its cluster secret now
     if cleanup.candidates():
         clean_leftovers.delay()  # an environment is gone: remove what Argo CD left behind
+    if result.get("changed"):
+        publish_feedback.delay()  # tell the PRs now, not at the next tick
     return result
 
 
@@ -156,3 +158,17 @@ def clean_leftovers() -> dict[str, Any]:
 def sweep_orphans() -> int:
     """Beat: the admin's report of what belongs to no open PR (nothing is deleted here)."""
     return len(cleanup.sweep())
+
+
+@shared_task(
+    base=DjangoTask,
+    autoretry_for=(Transient,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def publish_feedback() -> dict[str, Any]:
+    """After a cluster sync changed something (and on beat): PR comments and deployments."""
+    return _locked("publish_feedback", feedback.publish)

@@ -257,6 +257,8 @@ ARGOCD_URL = env_str("ARGOCD_URL", "").rstrip("/")
 # bearer token (the ConfigMap's `token`); ApplicationSets whose plugin generator names the
 # ConfigMap ARGOCD_PLUGIN_CONFIGMAP are envportal's. Empty token: the endpoint answers 503.
 ARGOCD_PLUGIN_TOKEN = env_str("ARGOCD_PLUGIN_TOKEN", "")
+# Where people reach envportal (for links in PR comments), e.g. https://envportal.example.com
+PORTAL_URL = env_str("PORTAL_URL", "").rstrip("/")
 ARGOCD_PLUGIN_CONFIGMAP = env_str("ARGOCD_PLUGIN_CONFIGMAP", "envportal-plugin")
 
 # --- Security (production) ------------------------------------------------------------------

@@ -673,6 +673,12 @@ class GitHub:
                     "comments.edit",
                     self._edit_comment,
                 ),
+                (
+                    "DELETE",
+                    REPO + r"/issues/comments/(?P<id>\d+)",
+                    "comments.delete",
+                    self._delete_comment,
+                ),
                 ("GET", REPO + r"/deployments", "deployments.list", self._list_deployments),
                 ("POST", REPO + r"/deployments", "deployments.create", self._create_deployment),
                 ("GET", DEPLOYMENT, "deployments.get", self._get_deployment),
@@ -1392,6 +1398,15 @@ class GitHub:
         comment.body = body
         comment.updated_at = self.clock()
         return Response.json(comment_json(call.api, r, comment))
+
+    def _delete_comment(self, call: Call, owner: str, repo: str, id: str) -> Response:
+        r = self._repo(owner, repo, call)
+        comment = self._comment(r, id)
+        del r.comments[comment.id]
+        pull = r.pulls.get(comment.number)
+        if pull is not None:
+            pull.comments = max(0, pull.comments - 1)
+        return Response(204)
 
     def _list_deployments(self, call: Call, owner: str, repo: str) -> Response:
         r = self._repo(owner, repo, call)

@@ -110,6 +110,7 @@ def main() -> int:
     print("envportal demo: starting the sandbox (simulated GitHub and Kubernetes) ...", flush=True)
     sandbox, variables = start_sandbox(env)
     env.update(variables)
+    env.setdefault("PORTAL_URL", f"http://{HOST}:{PORT}")
     print("envportal demo: migrating the database ...", flush=True)
     manage("migrate", "--no-input", "-v", "0", env=env)
     password = create_demo_logins(env)
