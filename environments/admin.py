@@ -40,6 +40,7 @@ class RepositoryAdmin(admin.ModelAdmin):
         "max_ttl_hours",
         "renew_on_push",
         "feedback",
+        "max_environments",
         "managed_flavors",
         "pulls_synced_at",
     )

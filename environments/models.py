@@ -34,6 +34,11 @@ class Repository(models.Model):
     # Per flavour, the label every ApplicationSet of that flavour requires (found by
     # discovery): removing it from a PR takes that environment away, adding it brings it back.
     label_filters = models.JSONField(default=dict, blank=True, editable=False)
+    max_environments = models.PositiveIntegerField(
+        default=0,
+        help_text="Managed mode: at most this many environments per flavour run at once; "
+        "later PRs wait in a queue (0: no limit).",
+    )
     feedback = models.BooleanField(
         default=True,
         help_text="Keep a comment and a GitHub Deployment per environment on its PRs.",

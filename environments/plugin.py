@@ -78,7 +78,8 @@ def params(pr: PullRequest) -> dict[str, Any]:
 
 def wanted(query: Query) -> list[dict[str, Any]]:
     """One parameter object per open PR that should have an environment: selected by the
-    label (if any), drafts as asked, and not held back by a destroy or an expiry."""
+    label (if any), drafts as asked, not held back by a destroy or an expiry, and within the
+    repository's quota (the rest wait in the queue)."""
     repository = Repository.objects.filter(
         owner__iexact=query.owner, name__iexact=query.repo
     ).first()
@@ -87,17 +88,35 @@ def wanted(query: Query) -> list[dict[str, Any]]:
     if not repository.enabled:
         # Disabled by an admin: an error keeps Argo CD's Applications as they are.
         raise UnknownRepository(f"{repository.full_name} is disabled in envportal")
-    held = Environment.objects.filter(pull_request__repository=repository, held=True)
-    if query.flavor:
-        held = held.filter(flavor=query.flavor)
-    held_prs = set(held.values_list("pull_request_id", flat=True))
-    result = []
-    for pr in repository.pulls.filter(state=PullRequest.State.OPEN).order_by("number"):
-        if query.label and query.label not in pr.labels:
-            continue
-        if pr.draft and not query.include_drafts:
-            continue
-        if pr.pk in held_prs:
-            continue
-        result.append(params(pr))
-    return result
+    admitted, _ = queue(repository, query.flavor, query.label, query.include_drafts)
+    return [params(pr) for pr in admitted]
+
+
+RUNNING = ["provisioning", "ready", "degraded", "out-of-date", "destroying"]
+
+
+def queue(
+    repository: Repository, flavor: str, label: str = "", include_drafts: bool = True
+) -> tuple[list[PullRequest], list[PullRequest]]:
+    """The PRs that get an environment of `flavor` now, and those waiting for the quota.
+
+    Running environments keep their place (a new PR never evicts one); then the oldest PR
+    first. A fixed number of queries whatever the number of PRs."""
+    envs = Environment.objects.filter(pull_request__repository=repository)
+    if flavor:
+        envs = envs.filter(flavor=flavor)
+    held = set(envs.filter(held=True).values_list("pull_request_id", flat=True))
+    running = set(envs.filter(state__in=RUNNING).values_list("pull_request_id", flat=True))
+    candidates = [
+        pr
+        for pr in repository.pulls.filter(state=PullRequest.State.OPEN).order_by("number")
+        if (not label or label in pr.labels)
+        and (include_drafts or not pr.draft)
+        and pr.pk not in held
+    ]
+    quota = repository.max_environments
+    if not quota or len(candidates) <= quota:
+        return candidates, []
+    ordered = sorted(candidates, key=lambda pr: (pr.pk not in running, pr.number))
+    admitted = sorted(ordered[:quota], key=lambda pr: pr.number)
+    return admitted, ordered[quota:]

@@ -23,7 +23,15 @@ from django.db import transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from environments import discovery, github_gateway, health, kube_gateway, lifecycle, pulls
+from environments import (
+    discovery,
+    github_gateway,
+    health,
+    kube_gateway,
+    lifecycle,
+    plugin,
+    pulls,
+)
 from environments.errors import GatewayError, RateLimited
 from environments.models import (
     Environment,
@@ -202,6 +210,24 @@ def label_filters(sources: list[discovery.Source]) -> dict[str, str]:
     return filters
 
 
+def _quota_queues(repo: Repository, sources: list[discovery.Source]) -> dict[str, dict[int, str]]:
+    """Managed flavours over the repository's quota: the waiting PRs, each with its reason."""
+    if not repo.max_environments:
+        return {}
+    queues: dict[str, dict[int, str]] = {}
+    for source in sources:
+        if not source.managed or source.flavor in queues:
+            continue
+        label = source.labels[0] if source.labels else ""
+        _, waiting = plugin.queue(repo, source.flavor, label, source.include_drafts)
+        queues[source.flavor] = {
+            pr.pk: f"waiting in the queue ({position} of {len(waiting)}): {repo.full_name} runs "
+            f"at most {repo.max_environments} {source.flavor} environments at once"
+            for position, pr in enumerate(waiting, start=1)
+        }
+    return queues
+
+
 def managed_flavors(sources: list[discovery.Source]) -> list[str]:
     """Flavours whose every ApplicationSet asks envportal (managed mode): destroy, expiry and
     recreate work there through the plugin's answer, no label needed."""
@@ -353,6 +379,7 @@ def _sync_repository(
     env_creates: list[Environment] = []
     events: list[Event] = []
     app_rows: list[tuple[Environment, list[health.AppView], dict[str, EnvironmentApp]]] = []
+    queues = _quota_queues(repo, sources)
     for pr in repo.pulls.all():
         params = discovery.PullParams(
             number=pr.number,
@@ -369,8 +396,11 @@ def _sync_repository(
             env = existing.get(flavor)
             held = env is not None and env.held
             selected = [s for s in flavor_sources if discovery.selects(s, params, held, pr.draft)]
+            queued = queues.get(flavor, {}).get(pr.pk)
+            if queued:
+                selected = []  # over the quota: the plugin leaves it out for now
             is_open = pr.state == PullRequest.State.OPEN
-            if env is None and not (is_open and selected):
+            if env is None and not (is_open and (selected or queued)):
                 continue
             expected = [discovery.expected(s, params) for s in (selected or flavor_sources)]
             apps = {}
@@ -390,6 +420,8 @@ def _sync_repository(
                     state="",
                 )
                 env_creates.append(env)
+            if queued and is_open and result.state == "destroyed" and env.state != "destroyed":
+                result.state, result.reason = "pending", queued
             if result.state == "destroyed" and env.pk in expired:
                 result.state, result.reason = (
                     "expired",

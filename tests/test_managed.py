@@ -260,3 +260,94 @@ def test_an_ended_lease_expires_a_managed_environment_and_only_that_flavour(mana
     assert env.state == "expired", env.reason
     sync.sync_cluster()  # and it stays expired
     assert Environment.objects.get(pk=env.pk).state == "expired"
+
+
+def test_running_environments_keep_their_place_within_the_quota(client, checkout):
+    from environments import plugin
+
+    checkout.max_environments = 1
+    checkout.save()
+    PullRequest.objects.filter(number=3).update(state="open")
+    admitted, waiting = plugin.queue(checkout, "namespace")
+    assert [p.number for p in admitted] == [1] and [p.number for p in waiting] == [2, 3]
+    Environment.objects.create(pull_request=checkout.pulls.get(number=3), flavor="namespace",
+                               state="ready")  # fmt: skip
+    numbers = [p["number"] for p in call(client, ask("acme/checkout", flavor="namespace"))
+               .json()["output"]["parameters"]]  # fmt: skip
+    assert numbers == ["3"]  # a running one is never evicted by an older PR
+
+
+def test_prs_beyond_the_quota_wait_in_a_visible_queue(managed):
+    world = managed
+    world.github.open_pr("acme", "checkout", "first", "First", "omar")
+    sync.sync_all()
+    Repository.objects.filter(name="checkout").update(max_environments=1)
+    world.github.open_pr("acme", "checkout", "second", "Second", "sofia")
+    sync.sync_all()
+    reconcile(world)
+    assert {a for a in checkout_apps(world) if a.endswith("-ns")} == {"pr-1-first-ns"}
+    sync.sync_cluster()
+    second = Environment.objects.get(pull_request__number=2, flavor="namespace")
+    assert second.state == "pending" and "waiting in the queue (1 of 1)" in second.reason
+    world.github.close("acme", "checkout", 1)
+    sync.sync_all()
+    reconcile(world)
+    assert "pr-2-second-ns" in checkout_apps(world)
+
+
+def test_done_when_a_managed_vcluster_destroyed_through_the_api_is_gone_and_said_so(
+    managed, settings
+):
+    from django.test import Client
+
+    from environments import cleanup, feedback, secret_sync
+    from environments.models import ApiToken
+    from sandbox.controllers import NAMESPACES, SECRETS
+
+    world = managed
+    world.github.open_pr("acme", "checkout", "wallet", "Wallet", "omar")
+    sync.sync_all()
+    reconcile(world)
+    world.settle(1.0)
+    sync.sync_cluster()
+    secret_sync.sync_cluster_secrets()
+    reconcile(world)
+    world.settle(1.0)
+    sync.sync_cluster()
+    env = Environment.objects.get(flavor="vcluster", pull_request__repository__name="checkout")
+    assert env.state == "ready", env.reason
+    feedback.publish()
+    managed_secrets = lambda: world.cluster.list_objects(  # noqa: E731
+        SECRETS, "argocd", "app.kubernetes.io/managed-by=envportal"
+    )
+    assert len(managed_secrets()) == 1
+
+    _, token = ApiToken.issue(User.objects.get(username="alice"), "ci")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    base = "/api/v1/environments/acme/checkout/1/vcluster/"
+    response = api.post(base + "destroy/", "{}", content_type="application/json")
+    assert response.status_code == 202 and response.json()["state"] == "destroying"
+    lifecycle.execute(response.json()["action"]["id"])
+    reconcile(world, times=3)  # several reconciles: nothing comes back
+    assert checkout_apps(world) == {"pr-1-wallet-ns"}
+    sync.sync_all()
+    secret_sync.sync_cluster_secrets()
+    assert managed_secrets() == []
+    assert cleanup.clean_leftovers()["deleted"] == 1
+    world.settle(0.3)
+    names = {n["metadata"]["name"] for n in world.cluster.list_objects(NAMESPACES, "")}
+    assert "pr-1-wallet-vc" not in names and "pr-1-wallet-ns" in names
+    feedback.publish()
+    deployments = {d["environment"]: d for d in world.github.list_deployments("acme", "checkout")}
+    assert deployments["pr-1-vcluster"]["statuses"][0]["state"] == "inactive"
+    from github import Auth, Github
+
+    gh = Github(base_url=world.github_url, auth=Auth.Token(world.github_token))
+    (comment,) = gh.get_repo("acme/checkout").get_issue(1).get_comments()
+    assert "| vcluster | **destroyed**" in comment.body
+
+    response = api.post(base + "recreate/", "{}", content_type="application/json")
+    assert response.status_code == 202
+    lifecycle.execute(response.json()["action"]["id"])
+    reconcile(world)
+    assert "vc-1-wallet" in checkout_apps(world)
