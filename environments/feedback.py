@@ -27,6 +27,7 @@ from environments.models import Environment, Event, PullRequest, Repository, Syn
 log = logging.getLogger(__name__)
 MARKER = "<!-- envportal:environments -->"
 RECENT = timedelta(days=7)
+WARNED = {"24h": "24 h", "1h": "1 h"}
 
 # environment state → GitHub deployment status
 DEPLOYMENT_STATE = {
@@ -47,6 +48,13 @@ def _cell(text: str) -> str:
     return (text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;"))[
         :200
     ]
+
+
+def _url(url: str) -> str:
+    """A link target that cannot break out of Markdown: http(s) only, no spaces or parens."""
+    if not url.startswith(("http://", "https://")):
+        return ""
+    return url.replace(" ", "%20").replace("(", "%28").replace(")", "%29").replace("<", "%3C")
 
 
 def portal_link(env: Environment) -> str:
@@ -73,7 +81,10 @@ def comment_body(pr: PullRequest, envs: list[Environment]) -> str:
             if env.pinned
             else (f"{env.expires_at:%Y-%m-%d %H:%M} UTC" if env.expires_at and env.is_live else "")
         )
-        where = f"[open]({env.url})" if env.url and env.state == "ready" else ""
+        if expires and env.expiry_warned in WARNED:
+            expires = f"⚠ within {WARNED[env.expiry_warned]}: {expires}"
+        url = _url(env.url)
+        where = f"[open]({url})" if url and env.state == "ready" else ""
         link = portal_link(env)
         lines.append(
             f"| {env.flavor} | **{env.state}**: {_cell(env.reason)} | {where} | {expires} | "

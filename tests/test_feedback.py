@@ -98,3 +98,22 @@ def test_a_deleted_comment_is_recreated_and_a_low_budget_waits(world):
     )
     PullRequest.objects.update(feedback_digest="")
     assert feedback.publish()["skipped"] == 1
+
+
+def test_the_comment_escapes_what_comes_from_outside():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    repo = Repository(owner="acme", name="shop")
+    pr = PullRequest(repository=repo, number=3, title="x", head_sha="a" * 40)
+    env = Environment(
+        pull_request=pr, flavor="namespace", state="ready",
+        reason="a | b <script>alert(1)</script>\nnext", url="javascript:alert(1)",
+        expires_at=timezone.now() + timedelta(minutes=30), expiry_warned="1h",
+    )  # fmt: skip
+    body = feedback.comment_body(pr, [env])
+    assert "<script>" not in body and "javascript:" not in body and "a \\| b" in body
+    assert "⚠ within 1 h" in body
+    env.url = "https://x.example/(evil)"
+    assert "https://x.example/%28evil%29" in feedback.comment_body(pr, [env])
