@@ -422,6 +422,8 @@ def _sync_repository(
                 env_creates.append(env)
             if queued and is_open and result.state == "destroyed" and env.state != "destroyed":
                 result.state, result.reason = "pending", queued
+            if result.state == "destroyed" and held and is_open:
+                result.reason = "destroyed on request: left out until someone recreates it"
             if result.state == "destroyed" and env.pk in expired:
                 result.state, result.reason = (
                     "expired",
