@@ -224,8 +224,10 @@ def plugin_getparams(request: HttpRequest) -> JsonResponse:
     expected = settings.ARGOCD_PLUGIN_TOKEN
     if not expected:
         return JsonResponse({"error": "ARGOCD_PLUGIN_TOKEN is not set on envportal"}, status=503)
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    if not given or not hmac.compare_digest(given.strip().encode(), expected.encode()):
         return JsonResponse({"error": "missing or wrong bearer token"}, status=401)
     if len(request.body) > PLUGIN_MAX_BODY:
         return JsonResponse({"error": "request body too large"}, status=413)

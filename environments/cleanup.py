@@ -10,9 +10,11 @@ environment uses it. `sweep` lists what is still there without an owner, for the
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.dateparse import parse_datetime
 
 from environments import kube_gateway, secret_sync
 from environments.errors import GatewayError
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 DEAD = [Environment.State.DESTROYED, Environment.State.EXPIRED]
 PROTECTED = {"default", "kube-system", "kube-public", "kube-node-lease"}
 HOST = ("", "https://kubernetes.default.svc")
+CLOCK_SKEW = timedelta(minutes=10)
 
 
 def _targeted(snapshot: kube_gateway.ClusterSnapshot) -> set[str]:
@@ -44,12 +47,28 @@ def _in_use() -> set[str]:
 
 
 def candidates() -> list[Environment]:
-    """Environments that are gone but whose namespace was last seen in the cluster."""
+    """Environments that are gone but whose namespace was last seen in the cluster, and that
+    had Applications once (a name only predicted from a template is nobody's proof)."""
     return list(
         Environment.objects.filter(state__in=DEAD, namespace_exists=True)
         .exclude(namespace="")
+        .exclude(last_seen_at=None)
         .select_related("pull_request__repository")
     )
+
+
+def _owned(env: Environment, meta: dict[str, str], others: set[str]) -> str:
+    """Why this environment may not delete its namespace, or "" when it may: one of its own
+    Applications deployed there, no other environment names it, and it was created after
+    envportal first saw the environment (so not a namespace that was there before the PR)."""
+    if env.namespace in others:
+        return "another environment uses it"
+    if not env.apps.filter(destination_namespace=env.namespace).exists():
+        return "none of its Applications deployed there"
+    created = parse_datetime(meta.get("created", "") or "")
+    if created is None or created < env.created_at - CLOCK_SKEW:
+        return "it existed before the environment"
+    return ""
 
 
 def clean_leftovers(snapshot: kube_gateway.ClusterSnapshot | None = None) -> dict[str, int]:
@@ -68,11 +87,22 @@ def clean_leftovers(snapshot: kube_gateway.ClusterSnapshot | None = None) -> dic
         if name in PROTECTED or name == settings.ARGOCD_NAMESPACE or name in targeted:
             counts["kept"] += 1  # an Application still deploys there: not ours to remove yet
             continue
-        if name in in_use:
+        others = set(
+            Environment.objects.exclude(pk=env.pk)
+            .filter(namespace=name)
+            .exclude(state__in=DEAD)
+            .values_list("namespace", flat=True)
+        ) | (in_use & {name})
+        meta = snapshot.namespace_meta.get(name, {})
+        refusal = _owned(env, meta, others)
+        if refusal:
             Environment.objects.filter(pk=env.pk).update(namespace_exists=False)
-            continue  # a live environment shares it (another flavour or PR): it stays
+            log.info("keeping namespace %s of %s: %s", name, env, refusal)
+            continue  # the orphan sweep shows it to a person
+        if not Environment.objects.filter(pk=env.pk, state__in=DEAD).exists():
+            continue  # recreated meanwhile
         try:
-            kube_gateway.delete_namespace(name)
+            kube_gateway.delete_namespace(name, meta.get("uid", ""))
         except GatewayError as exc:
             log.warning("could not delete namespace %s: %s", name, exc)
             counts["kept"] += 1
@@ -105,6 +135,7 @@ def sweep(snapshot: kube_gateway.ClusterSnapshot | None = None) -> list[Orphan]:
                 Orphan(
                     kind=Orphan.Kind.NAMESPACE,
                     name=name,
+                    uid=snapshot.namespace_meta.get(name, {}).get("uid", ""),
                     reason="its environment is gone"
                     + ("" if removable else "; an Application still deploys into it"),
                     removable=removable,
@@ -166,7 +197,7 @@ def remove(orphan: Orphan) -> str:
     if not orphan.removable:
         return f"kept {orphan}: {orphan.reason}"
     if orphan.kind == Orphan.Kind.NAMESPACE:
-        kube_gateway.delete_namespace(orphan.name)
+        kube_gateway.delete_namespace(orphan.name, orphan.uid)
     else:
         kube_gateway.delete_secret(orphan.namespace, orphan.name, orphan.uid)
     Event.objects.create(kind="cleaned-up", message=f"deleted orphan {orphan}")

@@ -143,6 +143,9 @@ def _publish_pr(repository: Repository, pr: PullRequest, counts: dict[str, int])
         digest = hashlib.sha256(body.encode()).hexdigest()
         if digest != pr.feedback_digest:
             comment_id = pr.feedback_comment_id
+            if comment_id is None:
+                # Written before but its id lost (a crash between the two): edit that one.
+                comment_id = github_gateway.find_comment(api, token, owner, name, pr.number, MARKER)
             if comment_id is None or not github_gateway.edit_comment(
                 api, token, owner, name, comment_id, body
             ):
@@ -168,12 +171,15 @@ def _deployment(
             github_gateway.create_deployment_status(
                 api, token, owner, name, env.deployment_id, "inactive", "superseded by a push"
             )
-        fields["deployment_id"] = github_gateway.create_deployment(
+        env.deployment_id = github_gateway.create_deployment(
             api, token, owner, name, pr.head_sha, f"pr-{pr.number}-{env.flavor}",
             f"{env.flavor} environment of #{pr.number}",
         )  # fmt: skip
-        fields["deployment_sha"], fields["deployment_state"] = pr.head_sha, ""
-        env.deployment_id, env.deployment_state = fields["deployment_id"], ""
+        env.deployment_state = ""
+        # Saved at once: a failed status post below must not create a second Deployment.
+        Environment.objects.filter(pk=env.pk).update(
+            deployment_id=env.deployment_id, deployment_sha=pr.head_sha, deployment_state=""
+        )
         counts["deployments"] += 1
     if state != env.deployment_state:
         assert env.deployment_id is not None

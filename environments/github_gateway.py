@@ -292,3 +292,26 @@ def create_deployment_status(
         api_url, token, "POST", f"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
         f"posting a deployment status to {owner}/{repo}", body,
     )  # fmt: skip
+
+
+def find_comment(
+    api_url: str, token: str, owner: str, repo: str, number: int, marker: str
+) -> int | None:
+    """The id of the PR's first comment containing `marker` (of its first 100), or None.
+
+    https://docs.github.com/rest/issues/comments#list-issue-comments
+    """
+    requester = _client(api_url, token).requester
+    what = f"comments of {owner}/{repo}#{number}"
+    try:
+        status, headers, body = requester.requestJson(
+            "GET", f"/repos/{owner}/{repo}/issues/{number}/comments", parameters={"per_page": 100}
+        )
+    except (RequestException, github.GithubException, OSError) as exc:
+        raise Transient(f"GitHub unreachable ({what}): {type(exc).__name__}") from exc
+    if status != 200:
+        raise _error(status, headers, body, what)
+    for comment in json.loads(body):
+        if marker in str(comment.get("body") or ""):
+            return int(comment["id"])
+    return None

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
@@ -138,6 +138,8 @@ class ClusterSnapshot:
     statefulsets: dict[tuple[str, str], Obj]  # (namespace, name) → StatefulSet
     secrets: dict[tuple[str, str], Obj]  # (namespace, name) → Secret (vcluster and cluster secrets)
     requests: int = 0
+    # name → {"uid", "created"} of each namespace (for clean-up: whose it is, and since when)
+    namespace_meta: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _custom_list(plural: str, namespace: str) -> list[Obj]:
@@ -164,11 +166,21 @@ def _raw_list(fn: Callable[..., Any], **kwargs: Any) -> list[Obj]:
     return _items(fn(_preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs))
 
 
-def list_namespaces() -> set[str]:
-    """https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/namespace-v1/#list-list-or-watch-objects-of-kind-namespace"""
+def list_namespaces() -> dict[str, dict[str, str]]:
+    """Namespaces not being deleted: name → {"uid", "created"} (creationTimestamp).
+
+    https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/namespace-v1/#list-list-or-watch-objects-of-kind-namespace
+    """
     core = client.CoreV1Api(api_client())
     items = _call("list namespaces", lambda: _raw_list(core.list_namespace))
-    return {ns["metadata"]["name"] for ns in items if not ns["metadata"].get("deletionTimestamp")}
+    return {
+        ns["metadata"]["name"]: {
+            "uid": str(ns["metadata"].get("uid", "")),
+            "created": str(ns["metadata"].get("creationTimestamp", "")),
+        }
+        for ns in items
+        if not ns["metadata"].get("deletionTimestamp")
+    }
 
 
 def list_vcluster_statefulsets() -> dict[tuple[str, str], Obj]:
@@ -200,10 +212,14 @@ def list_opaque_secrets() -> dict[tuple[str, str], Obj]:
 
 def snapshot(argocd_namespace: str) -> ClusterSnapshot:
     """Read the cluster: five list calls, whatever the number of PRs."""
+    applicationsets = list_applicationsets(argocd_namespace)
+    applications = list_applications(argocd_namespace)
+    namespaces = list_namespaces()
     return ClusterSnapshot(
-        applicationsets=list_applicationsets(argocd_namespace),
-        applications=list_applications(argocd_namespace),
-        namespaces=list_namespaces(),
+        applicationsets=applicationsets,
+        applications=applications,
+        namespaces=set(namespaces),
+        namespace_meta=namespaces,
         statefulsets=list_vcluster_statefulsets(),
         secrets=list_opaque_secrets(),
         requests=5,
@@ -283,16 +299,18 @@ def delete_secret(namespace: str, name: str, uid: str) -> None:
         )
 
 
-def delete_namespace(name: str) -> None:
-    """Delete a namespace (and so everything in it); already gone is done.
+def delete_namespace(name: str, uid: str) -> None:
+    """Delete a namespace (and so everything in it), only if it is still the object we looked
+    at (uid precondition); already gone is done.
 
     https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/namespace-v1/#delete-delete-a-namespace
     """
     core = client.CoreV1Api(api_client())
+    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
     with contextlib.suppress(NotFound):
         _call(
             f"delete namespace {name}",
             lambda: core.delete_namespace(
-                name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                name, body=options, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             ),
         )

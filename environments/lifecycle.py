@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from environments import github_gateway, kube_gateway, permissions
@@ -31,6 +31,7 @@ QUEUED = {K.DESTROY, K.RECREATE, K.REDEPLOY, K.EXPIRE}
 USER_KINDS = {K.EXTEND, K.DESTROY, K.RECREATE, K.REDEPLOY, K.PIN, K.UNPIN}
 WARNINGS = [(timedelta(hours=1), "1h", "1 h"), (timedelta(hours=24), "24h", "24 h")]
 MAX_EXTEND_HOURS = 24 * 30
+CLAIM_LEASE = timedelta(minutes=5)  # longer than run_action's hard time limit (90 s)
 
 
 class ActionError(Exception):
@@ -82,7 +83,9 @@ def request_action(user: Any, env: Environment, kind: str, params: dict[str, Any
             ).first()
             if active is not None:
                 return active  # a double click: the same intent, already on its way
-        reason = permissions.blocker(kind, env)
+        reason = permissions.blocker(kind, env) or (
+            pinned_sibling(env) if kind == K.DESTROY else None
+        )
         if reason:
             raise Refused(f"cannot {kind} {describe(env)}: {reason}")
         action = Action(environment=env, kind=kind, actor=roles.username)
@@ -93,6 +96,21 @@ def request_action(user: Any, env: Environment, kind: str, params: dict[str, Any
 
         tasks.run_action.delay_on_commit(action.pk)
     return action
+
+
+def pinned_sibling(env: Environment) -> str | None:
+    """Removing a label takes every flavour that needs it: refuse when one of them is pinned."""
+    if permissions.managed(env):
+        return None  # managed mode leaves out one flavour only
+    label = permissions.destroy_label(env)
+    filters = env.pull_request.repository.label_filters
+    for other in env.pull_request.environments.exclude(pk=env.pk).filter(pinned=True):
+        if other.is_live and filters.get(other.flavor) == label:
+            return (
+                f"its {other.flavor} environment is pinned and needs the same `{label}` label; "
+                "unpin it first (removing the label takes both)"
+            )
+    return None
 
 
 def _hours(params: dict[str, Any]) -> int:
@@ -207,9 +225,18 @@ def execute(action_id: int) -> str:
     """Carry out a queued action. Claims it first (one worker wins); every step is idempotent,
     so a run after a killed worker finishes the job without doing anything twice. Transient
     errors propagate (the task retries); the rest fail the action with the reason."""
-    claimed = Action.objects.filter(
-        pk=action_id, state__in=[Action.State.PENDING, Action.State.RUNNING]
-    ).update(state=Action.State.RUNNING, attempts=F("attempts") + 1)
+    now = timezone.now()
+    # One worker at a time: a pending action, or a running one whose worker died (its claim
+    # is older than any task may run).
+    claimed = (
+        Action.objects.filter(pk=action_id)
+        .filter(
+            Q(state=Action.State.PENDING)
+            | Q(state=Action.State.RUNNING, claimed_at__lt=now - CLAIM_LEASE)
+            | Q(state=Action.State.RUNNING, claimed_at__isnull=True)
+        )
+        .update(state=Action.State.RUNNING, attempts=F("attempts") + 1, claimed_at=now)
+    )
     if not claimed:
         return "nothing to do"
     action = Action.objects.select_related("environment__pull_request__repository").get(
@@ -219,6 +246,10 @@ def execute(action_id: int) -> str:
     try:
         message = WORK[action.kind](env)
     except Transient:
+        # Back in the queue: the task's retry (or resume_actions) claims it again.
+        Action.objects.filter(pk=action.pk, state=Action.State.RUNNING).update(
+            state=Action.State.PENDING
+        )
         raise
     except GatewayError as exc:
         _finish(action, Action.State.FAILED, f"{action.kind} failed: {exc}")
@@ -295,11 +326,14 @@ WORK: dict[str, Callable[[Environment], str]] = {
 
 
 def unfinished(older_than: timedelta = timedelta(minutes=5)) -> list[int]:
-    """Queued actions nobody finished (a worker died, the queue lost them): to run again."""
+    """Actions nobody finished (a worker died, the queue lost them): to run again. A running
+    one counts only once its claim is older than any task may run."""
     cutoff = timezone.now() - older_than
     return list(
         Action.objects.filter(
-            state__in=[Action.State.PENDING, Action.State.RUNNING], created_at__lt=cutoff
+            Q(state=Action.State.PENDING, created_at__lt=cutoff)
+            | Q(state=Action.State.RUNNING, claimed_at__lt=timezone.now() - CLAIM_LEASE)
+            | Q(state=Action.State.RUNNING, claimed_at__isnull=True, created_at__lt=cutoff)
         ).values_list("pk", flat=True)
     )
 
@@ -317,7 +351,11 @@ def expired_ids() -> set[int]:
     """Environments whose latest destroy or recreate was an expiry: gone means `expired`."""
     latest: dict[int, str] = {}
     rows = (
-        Action.objects.filter(kind__in=[K.DESTROY, K.EXPIRE, K.RECREATE])
+        # Only environments on their way out: the ones already gone are left alone by syncs.
+        Action.objects.filter(
+            kind__in=[K.DESTROY, K.EXPIRE, K.RECREATE],
+            environment__state=Environment.State.DESTROYING,
+        )
         .order_by("created_at", "id")
         .values_list("environment_id", "kind")
     )
@@ -349,7 +387,7 @@ def expire_due(now: datetime | None = None) -> dict[str, int]:
         if env.expires_at > now:
             _warn(env, now, counts)
             continue
-        reason = permissions.blocker(K.DESTROY, env, now)
+        reason = permissions.blocker(K.DESTROY, env, now) or pinned_sibling(env)
         if reason:
             if env.expiry_warned != "refused":
                 Environment.objects.filter(pk=env.pk).update(expiry_warned="refused")

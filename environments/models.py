@@ -378,6 +378,7 @@ class Action(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     message = models.CharField(max_length=1000, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker took it")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -30,6 +30,10 @@ class UnknownRepository(PluginError):
     status = 404
 
 
+class NotSyncedYet(PluginError):
+    status = 503
+
+
 @dataclass(frozen=True)
 class Query:
     owner: str
@@ -88,11 +92,15 @@ def wanted(query: Query) -> list[dict[str, Any]]:
     if not repository.enabled:
         # Disabled by an admin: an error keeps Argo CD's Applications as they are.
         raise UnknownRepository(f"{repository.full_name} is disabled in envportal")
+    if repository.pulls_synced_at is None:
+        # Never read from GitHub (new, re-created, or the token refused): an empty answer
+        # would make Argo CD delete every Application; an error keeps them.
+        raise NotSyncedYet(f"envportal has not read {repository.full_name}'s pull requests yet")
     admitted, _ = queue(repository, query.flavor, query.label, query.include_drafts)
     return [params(pr) for pr in admitted]
 
 
-RUNNING = ["provisioning", "ready", "degraded", "out-of-date", "destroying"]
+QUEUE_REASON = "waiting in the queue"
 
 
 def queue(
@@ -106,7 +114,12 @@ def queue(
     if flavor:
         envs = envs.filter(flavor=flavor)
     held = set(envs.filter(held=True).values_list("pull_request_id", flat=True))
-    running = set(envs.filter(state__in=RUNNING).values_list("pull_request_id", flat=True))
+    # Admitted before (any state but gone or still queued): they keep their place.
+    running = set(
+        envs.exclude(state__in=["destroyed", "expired"])
+        .exclude(state="pending", reason__startswith=QUEUE_REASON)
+        .values_list("pull_request_id", flat=True)
+    )
     candidates = [
         pr
         for pr in repository.pulls.filter(state=PullRequest.State.OPEN).order_by("number")

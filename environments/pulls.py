@@ -231,5 +231,9 @@ def record_webhook_pull_request(payload: dict[str, Any]) -> tuple[Repository | N
     if repository is None or not repository.enabled:
         return None, f"ignored: {owner}/{name} is not a repository envportal manages"
     pull = PullData.from_json(payload["pull_request"])
+    stored = repository.pulls.filter(number=pull.number).only("updated_at").first()
+    if stored and stored.updated_at and pull.updated_at and pull.updated_at < stored.updated_at:
+        # Deliveries can arrive out of order (or be redelivered late): never go back in time.
+        return repository, f"ignored: an older event for {repository.full_name}#{pull.number}"
     apply_pulls(repository, [pull], complete=False)
     return repository, f"{payload.get('action')}: {repository.full_name}#{pull.number}"

@@ -221,7 +221,7 @@ def _quota_queues(repo: Repository, sources: list[discovery.Source]) -> dict[str
         label = source.labels[0] if source.labels else ""
         _, waiting = plugin.queue(repo, source.flavor, label, source.include_drafts)
         queues[source.flavor] = {
-            pr.pk: f"waiting in the queue ({position} of {len(waiting)}): {repo.full_name} runs "
+            pr.pk: f"{plugin.QUEUE_REASON} ({position} of {len(waiting)}): {repo.full_name} runs "
             f"at most {repo.max_environments} {source.flavor} environments at once"
             for position, pr in enumerate(waiting, start=1)
         }
@@ -380,6 +380,7 @@ def _sync_repository(
     events: list[Event] = []
     app_rows: list[tuple[Environment, list[health.AppView], dict[str, EnvironmentApp]]] = []
     queues = _quota_queues(repo, sources)
+    leaving_queue: list[int] = []
     for pr in repo.pulls.all():
         params = discovery.PullParams(
             number=pr.number,
@@ -422,6 +423,8 @@ def _sync_repository(
                 env_creates.append(env)
             if queued and is_open and result.state == "destroyed" and env.state != "destroyed":
                 result.state, result.reason = "pending", queued
+            elif not queued and env.reason.startswith(plugin.QUEUE_REASON) and not env.pinned:
+                leaving_queue.append(env.pk)  # its lease starts now, not when it queued
             if result.state == "destroyed" and held and is_open:
                 result.reason = "destroyed on request: left out until someone recreates it"
             if result.state == "destroyed" and env.pk in expired:
@@ -446,6 +449,9 @@ def _sync_repository(
         )
         Event.objects.bulk_create(events)
         _write_apps(app_rows)
+        Environment.objects.filter(pk__in=leaving_queue).update(
+            expires_at=now + timedelta(hours=repo.default_ttl_hours), expiry_warned=""
+        )
     waiting = sum(
         1
         for env, _, _ in app_rows

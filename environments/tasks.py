@@ -155,9 +155,9 @@ def clean_leftovers() -> dict[str, Any]:
 
 
 @shared_task(base=DjangoTask, soft_time_limit=120, time_limit=150)
-def sweep_orphans() -> int:
+def sweep_orphans() -> dict[str, Any]:
     """Beat: the admin's report of what belongs to no open PR (nothing is deleted here)."""
-    return len(cleanup.sweep())
+    return _locked("sweep_orphans", lambda: {"orphans": len(cleanup.sweep())})
 
 
 @shared_task(

@@ -243,9 +243,13 @@ class ApplicationSetController:
                 answer = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise GeneratorError(f"error getting plugin from generator: {exc}") from exc
-        params = (answer.get("output") or {}).get("parameters")
+        # As Argo CD's client: a 2xx answer without output.parameters is zero parameters
+        # (so every Application goes), not an error.
+        params = ((answer or {}).get("output") or {}).get("parameters") or []
         if not isinstance(params, list):
-            raise GeneratorError("error getting plugin from generator: output.parameters missing")
+            raise GeneratorError(
+                "error getting plugin from generator: output.parameters is not a list"
+            )
         result = []
         for p in params:
             item = {**p, "generator": {"input": payload["input"]}}

@@ -84,6 +84,21 @@ def test_every_rendered_manifest_is_valid_kubernetes(values):
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
 
+def test_argo_cd_may_call_the_plugin_service_by_its_cluster_name():
+    docs = render({})
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "envportal"
+    )
+    plugin = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "envportal-plugin"
+    )
+    assert plugin["metadata"]["namespace"] == "argocd"
+    host = plugin["data"]["baseUrl"].removeprefix("http://").split(":")[0]
+    assert host == "envportal-plugin.envportal.svc.cluster.local"
+    assert host in config["data"]["ALLOWED_HOSTS"].split(",")
+    assert any(d["kind"] == "Service" and d["metadata"]["name"] == "envportal-plugin" for d in docs)
+
+
 def test_exactly_one_beat_and_restricted_pods():
     docs = render(FULL)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}

@@ -80,3 +80,20 @@ def test_the_sweep_reports_orphans_and_cleans_them_up(up):
     world.settle(0.3)
     assert not {NS, VC_NS} & namespaces(world)
     assert {o.kind for o in cleanup.sweep()} <= {"cluster-secret"}
+
+
+def test_a_namespace_older_than_the_environment_is_never_deleted(up):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    world = up
+    close_and_settle(world, 1)
+    # as if `sampleapp-ns-...` had been there (someone else's) long before the PR appeared
+    Environment.objects.filter(flavor="namespace").update(
+        created_at=timezone.now() + timedelta(hours=1)
+    )
+    assert cleanup.clean_leftovers()["deleted"] == 1  # only the vcluster's namespace
+    world.settle(0.3)
+    assert NS in namespaces(world) and VC_NS not in namespaces(world)
+    assert any(o.name == NS for o in cleanup.sweep())  # shown to a person instead

@@ -113,3 +113,19 @@ def test_a_reopened_pr_gets_a_fresh_lease(shop):
     env.refresh_from_db()
     assert env.expires_at is not None
     assert env.expires_at > timezone.now() + timedelta(hours=71) and not env.held
+
+
+def test_a_pinned_flavour_sharing_the_label_blocks_destroy_and_expiry_of_the_other(shop, alice):
+    from django.contrib.auth.models import Group
+
+    alice.groups.set([Group.objects.get(name="platform")])
+    shop.label_filters = {"namespace": "preview", "vcluster": "preview"}
+    shop.save()
+    env = make_env(shop, 8, timedelta(minutes=-1))
+    Environment.objects.create(pull_request=env.pull_request, flavor="vcluster", state="ready",
+                               pinned=True)  # fmt: skip
+    with pytest.raises(lifecycle.Refused, match="vcluster environment is pinned"):
+        lifecycle.request_action(alice, env, "destroy", {})
+    assert lifecycle.expire_due()["refused"] == 1
+    env.refresh_from_db()
+    assert env.state == "ready"

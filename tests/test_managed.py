@@ -36,9 +36,12 @@ def ask(repository: str, **parameters) -> dict:
 @pytest.fixture
 def checkout(db, settings) -> Repository:
     settings.ARGOCD_PLUGIN_TOKEN = TOKEN
+    from django.utils import timezone
+
     repo = Repository.objects.create(
-        owner="acme", name="checkout", managed_flavors=["namespace", "vcluster"]
-    )
+        owner="acme", name="checkout", managed_flavors=["namespace", "vcluster"],
+        pulls_synced_at=timezone.now(),
+    )  # fmt: skip
     for number, branch, labels, draft in [
         (1, "Feature/Gift_Cards", ["preview"], False),
         (2, "wip", [], True),
@@ -98,6 +101,24 @@ def test_bad_calls_get_a_clear_error(client, checkout, body, token, status, says
         response = call(client, body, token)
     assert response.status_code == status
     assert says in response.json()["error"]
+
+
+def test_a_repository_never_read_from_github_is_an_error_not_an_empty_list(client, checkout):
+    # an empty answer would make Argo CD delete every Application of the ApplicationSet
+    Repository.objects.filter(pk=checkout.pk).update(pulls_synced_at=None)
+    response = call(client, ask("acme/checkout"))
+    assert response.status_code == 503 and "not read" in response.json()["error"]
+
+
+def test_the_quota_never_evicts_an_admitted_environment_whatever_its_state(client, checkout):
+    from environments import plugin
+
+    checkout.max_environments = 1
+    checkout.save()
+    Environment.objects.create(pull_request=checkout.pulls.get(number=2), flavor="namespace",
+                               state="invalid")  # fmt: skip
+    admitted, _ = plugin.queue(checkout, "namespace")
+    assert [p.number for p in admitted] == [2]
 
 
 def test_without_a_configured_token_it_refuses(client, checkout, settings):
@@ -289,10 +310,19 @@ def test_prs_beyond_the_quota_wait_in_a_visible_queue(managed):
     sync.sync_cluster()
     second = Environment.objects.get(pull_request__number=2, flavor="namespace")
     assert second.state == "pending" and "waiting in the queue (1 of 1)" in second.reason
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Environment.objects.filter(pk=second.pk).update(expires_at=timezone.now())  # queued long
     world.github.close("acme", "checkout", 1)
     sync.sync_all()
     reconcile(world)
     assert "pr-2-second-ns" in checkout_apps(world)
+    sync.sync_cluster()
+    second.refresh_from_db()
+    assert second.expires_at is not None
+    assert second.expires_at > timezone.now() + timedelta(hours=71)  # the lease starts now
 
 
 def test_done_when_a_managed_vcluster_destroyed_through_the_api_is_gone_and_said_so(

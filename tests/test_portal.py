@@ -320,7 +320,9 @@ def test_a_worker_killed_mid_destroy_is_resumed(world, platform):
     action = lifecycle.request_action(User.objects.get(username="alice"), env, "destroy", {})
     # the worker claimed it and died before finishing: the row says running
     Action.objects.filter(pk=action.pk).update(
-        state="running", created_at=timezone.now() - timedelta(minutes=10)
+        state="running",
+        created_at=timezone.now() - timedelta(minutes=10),
+        claimed_at=timezone.now() - timedelta(minutes=10),
     )
     assert lifecycle.unfinished() == [action.pk]
     lifecycle.execute(action.pk)
@@ -328,6 +330,18 @@ def test_a_worker_killed_mid_destroy_is_resumed(world, platform):
     assert (action.state, action.attempts) == ("done", 1)
     sync.sync_cluster()  # meanwhile the environment stays `destroying`, never back to ready
     assert Environment.objects.get().state in ("destroying", "destroyed")
+
+
+def test_a_running_action_is_not_taken_by_a_second_worker(world, platform):
+    world.github.add_repo("acme", "storefront")
+    world.cluster.create(APPLICATIONSETS, "argocd", storefront_applicationset())
+    world.github.open_pr("acme", "storefront", "fix", "Fix", "sofia", labels=["preview"])
+    sync.sync_all()
+    env = Environment.objects.get()
+    action = lifecycle.request_action(User.objects.get(username="alice"), env, "destroy", {})
+    Action.objects.filter(pk=action.pk).update(state="running", claimed_at=timezone.now())
+    assert lifecycle.execute(action.pk) == "nothing to do"  # its worker is still on it
+    assert lifecycle.unfinished(older_than=timedelta(0)) == []
 
 
 def test_a_deploy_behind_the_head_says_how_many_pushes_behind(tester, shop):

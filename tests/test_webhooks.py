@@ -384,3 +384,14 @@ def test_a_nul_byte_in_a_title_is_dropped_not_stored(send, db, pull, queued):
     assert response.status_code == 202, response.content
     pull.refresh_from_db()
     assert pull.title == "nul  byte"
+
+
+def test_an_older_event_arriving_late_changes_nothing(send, db, pull, queued):
+    assert send(pr_payload("synchronize", updated_at="2025-01-02T03:04:05Z"),
+                delivery="d-new").status_code == 202  # fmt: skip
+    late = pr_payload("closed", state="closed", updated_at="2025-01-01T00:00:00Z",
+                      head={"ref": "feature/checkout", "sha": OLD_SHA})  # fmt: skip
+    response = send(late, delivery="d-old")
+    assert "older event" in response.json()["outcome"]
+    pull.refresh_from_db()
+    assert (pull.state, pull.head_sha) == ("open", NEW_SHA)
