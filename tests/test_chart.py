@@ -36,7 +36,7 @@ FULL = {
         "tls": [{"secretName": "envportal-tls"}],
     },
     "networkPolicy": {"enabled": True},
-    "bundled": {"redis": {"enabled": True}},
+    "bundled": {"redis": {"enabled": True}, "postgresql": {"enabled": True}},
     "serviceAccount": {"annotations": {"example.com/role": "envportal"}},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tools"}],
