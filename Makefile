@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest lock clean venv
+.PHONY: demo test lint typecheck pytest bench lock clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: the scale benchmarks (10, 100, 1000 PRs; BENCH_SIZES=10,100 for fewer), not part of test
+bench: $(STAMP)
+	$(PY) scripts/bench.py
 
 ## lock: re-resolve pyproject.toml into exact pins: requirements.lock (runtime, the image)
 ## and requirements-dev.lock (runtime + dev tools, the venv and CI)
