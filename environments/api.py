@@ -151,6 +151,25 @@ def sync_status_json(statuses: list[SyncStatus]) -> dict[str, dict[str, str | No
     }
 
 
+def find(owner: str, repo: str, number: int, flavor: str) -> Environment | None:
+    return (
+        environments()
+        .filter(
+            pull_request__repository__owner__iexact=owner,
+            pull_request__repository__name__iexact=repo,
+            pull_request__number=number,
+            flavor=flavor,
+        )
+        .first()
+    )
+
+
+def not_found(owner: str, repo: str, number: int, flavor: str) -> JsonResponse:
+    return JsonResponse(
+        {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
+    )
+
+
 def bad_request(message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=400)
 
@@ -199,20 +218,9 @@ def environment_detail(
     request: HttpRequest, owner: str, repo: str, number: int, flavor: str
 ) -> JsonResponse:
     """One environment: /api/v1/environments/<owner>/<repo>/<number>/<flavor>/."""
-    env = (
-        environments()
-        .filter(
-            pull_request__repository__owner__iexact=owner,
-            pull_request__repository__name__iexact=repo,
-            pull_request__number=number,
-            flavor=flavor,
-        )
-        .first()
-    )
+    env = find(owner, repo, number, flavor)
     if env is None:
-        return JsonResponse(
-            {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
-        )
+        return not_found(owner, repo, number, flavor)
     statuses = list(SyncStatus.objects.filter(key=KUBERNETES))
     return JsonResponse(environment_json(env, kubernetes_synced_at(statuses)))
 
@@ -269,20 +277,9 @@ def environment_action(
         return bad_request("the body is not valid JSON")
     if not isinstance(body, dict):
         return bad_request("the body must be a JSON object")
-    env = (
-        environments()
-        .filter(
-            pull_request__repository__owner__iexact=owner,
-            pull_request__repository__name__iexact=repo,
-            pull_request__number=number,
-            flavor=flavor,
-        )
-        .first()
-    )
+    env = find(owner, repo, number, flavor)
     if env is None:
-        return JsonResponse(
-            {"error": f"no {flavor} environment for {owner}/{repo}#{number}"}, status=404
-        )
+        return not_found(owner, repo, number, flavor)
     try:
         action = lifecycle.request_action(request.user, env, kind, body)
     except lifecycle.ActionError as exc:

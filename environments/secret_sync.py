@@ -38,6 +38,8 @@ MANAGER = "envportal"
 ANNOTATION_SOURCE = "envportal.io/source"
 ANNOTATION_FINGERPRINT = "envportal.io/fingerprint"
 ANNOTATION_REPOSITORY = "envportal.io/repository"
+ANNOTATION_SOURCE_VERSION = "envportal.io/source-version"
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 LABEL_PR = "envportal.io/pull-request"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - hosts to refuse
 
@@ -79,13 +81,20 @@ def _b64(value: Any) -> bytes:
         raise SourceError("a field of the kubeconfig is not valid base64") from exc
 
 
+def source_version(secret: Obj) -> str:
+    """The source Secret's identity and version: unchanged means the same key material
+    (the API server bumps resourceVersion on every write), so no need to parse it again."""
+    meta = secret.get("metadata") or {}
+    return f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
+
+
 def read_credentials(secret: Obj) -> Credentials:
     """Credentials from `vc-<release>`: the kubeconfig in `config`, else the separate PEM keys."""
     data = secret.get("data") or {}
     if not data.get("config"):
         raise SourceError("the vcluster secret has no `config` (kubeconfig)")
     try:
-        kubeconfig = yaml.safe_load(_b64(data["config"]).decode())
+        kubeconfig = yaml.load(_b64(data["config"]).decode(), Loader=SafeLoader)  # noqa: S506
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SourceError("the vcluster kubeconfig is not valid YAML") from exc
     if not isinstance(kubeconfig, dict):
@@ -333,6 +342,13 @@ def _keep(
     outcome: Outcome,
 ) -> None:
     """Make the target match the source; refresh the apps that wait for it."""
+    version = source_version(source)
+    if (
+        current is not None
+        and record.state == ClusterSecret.State.SYNCED
+        and (current["metadata"].get("annotations") or {}).get(ANNOTATION_SOURCE_VERSION) == version
+    ):
+        return  # the source has not changed since this target was written: nothing to read
     try:
         creds = read_credentials(source)
     except SourceError as exc:
@@ -364,6 +380,7 @@ def _keep(
         )
         return
     body = target_body(env, source_name, creds, fingerprint)
+    body["metadata"]["annotations"][ANNOTATION_SOURCE_VERSION] = version
     try:
         if current is None:
             kube_gateway.create_secret(namespace, body)

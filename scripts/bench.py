@@ -113,8 +113,6 @@ class Stack:
                 "0",
                 "--env-file",
                 str(env_file),
-                "--webhook-url",
-                f"http://127.0.0.1:{self.web_port}/webhooks/github/",
             ],
         )
         self.wait_for(lambda: env_file.exists() and "ready" in self.log("sandbox"), 120, "sandbox")
@@ -148,6 +146,11 @@ class Stack:
         )
         self.wait_for(lambda: "ready" in self.log("worker"), 60, "worker")
         self.wait_for(lambda: self.answers(f"http://127.0.0.1:{self.web_port}/healthz"), 30, "web")
+        # Webhooks only now: while the web server was down they would only be retried and lost.
+        post_json(
+            self.github + "/_sandbox/webhook",
+            {"url": f"http://127.0.0.1:{self.web_port}/webhooks/github/"},
+        )
 
     def kube_url(self) -> str:
         import yaml
