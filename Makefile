@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench lock clean venv
+.PHONY: demo test lint typecheck pytest bench faults lock clean venv
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ pytest: $(STAMP)
 ## bench: the scale benchmarks (10, 100, 1000 PRs; BENCH_SIZES=10,100 for fewer), not part of test
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+## faults: the fault-injection suite on the sandbox (Kubernetes and GitHub failing, two beat ticks)
+faults: $(STAMP)
+	$(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
 
 ## lock: re-resolve pyproject.toml into exact pins: requirements.lock (runtime, the image)
 ## and requirements-dev.lock (runtime + dev tools, the venv and CI)

@@ -1,0 +1,165 @@
+"""`make faults`: envportal under injected failures on the sandbox, then convergence once they
+stop. Not part of `make test` yet (see the README).
+
+- Kubernetes answering 500/429 on 20 % of requests during many sync rounds;
+- GitHub answering 502 on every request, then its budget exhausted;
+- two beat ticks at once (every periodic task run twice concurrently).
+
+Each asserts what must hold during the outage (nothing open is destroyed, the UI says the data
+is stale) and after it (every environment converges, one cluster secret per vcluster, one PR
+comment and one GitHub Deployment per environment)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+
+from environments import cleanup, feedback, secret_sync, sync
+from environments.errors import GatewayError
+from environments.models import Environment, Repository
+from sandbox.controllers import APPLICATIONSETS, SECRETS
+from sandbox.scenarios import storefront_applicationset
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+SEED = ("a1tan", "app-ephemeraltest")
+MANAGED = "app.kubernetes.io/managed-by=envportal"
+
+
+def one_round() -> list[str]:
+    """What beat would run once; the errors it met (the tasks would retry them)."""
+    errors = []
+    for step in (sync.sync_pull_requests, sync.sync_cluster, secret_sync.sync_cluster_secrets,
+                 cleanup.clean_leftovers):  # fmt: skip
+        try:
+            step()
+        except GatewayError as exc:
+            errors.append(f"{step.__name__}: {exc}")
+    return errors
+
+
+@pytest.fixture
+def busy(world):
+    world.github.add_repo("acme", "storefront")
+    world.cluster.create(APPLICATIONSETS, "argocd", storefront_applicationset())
+    for branch in ("login-page", "search", "payments"):
+        world.github.open_pr(*SEED, branch, branch.title(), "maria")
+    world.github.open_pr("acme", "storefront", "wish-list", "Wish list", "sofia",
+                         labels=["preview"])  # fmt: skip
+    sync.sync_all()
+    for repo in Repository.objects.all():
+        sync.refresh_applicationsets(repo)
+    for _ in range(3):
+        world.settle(0.6)
+        one_round()
+    return world
+
+
+def settle_and_converge(world, rounds: int = 4) -> None:
+    for _ in range(rounds):
+        world.settle(0.6)
+        assert one_round() == []
+
+
+def open_envs_destroyed() -> list[str]:
+    return [str(e) for e in Environment.objects.filter(pull_request__state="open",
+                                                       state__in=["destroyed", "expired"])]  # fmt: skip
+
+
+def test_kubernetes_failing_on_a_fifth_of_requests_loses_nothing_and_converges(busy):
+    world = busy
+    from environments.models import SyncStatus
+
+    world.set_kube_faults(error_rate=0.2, modes=("500", "429"))
+    for _ in range(10):  # the gateway's retries absorb most of these
+        world.settle(0.2)
+        one_round()
+        assert open_envs_destroyed() == []
+    world.set_kube_faults(error_rate=0.9, modes=("500", "429"))  # an outage they cannot absorb
+    for _ in range(3):
+        one_round()
+        assert open_envs_destroyed() == []
+    assert SyncStatus.objects.get(key="kubernetes").last_error  # marked stale, state kept
+    world.set_kube_faults()
+    settle_and_converge(world)
+    states = Counter(Environment.objects.values_list("state", flat=True))
+    assert set(states) <= {"ready", "provisioning", "out-of-date"}, states
+    servers = [
+        s["metadata"]["name"] for s in world.cluster.list_objects(SECRETS, "argocd", MANAGED)
+    ]
+    assert (
+        len(servers) == len(set(servers)) == Environment.objects.filter(flavor="vcluster").count()
+    )
+
+
+def test_github_down_then_exhausted_keeps_every_pr_and_says_so(busy):
+    world = busy
+    before = set(Environment.objects.values_list("pk", "state"))
+    world.github.set_faults(error_rate=1.0)
+    for _ in range(3):
+        one_round()
+    assert open_envs_destroyed() == []
+    user = User.objects.create_user("qa")
+    user.groups.set([Group.objects.get(name="tester")])
+    client = Client()
+    client.force_login(user)
+    assert "data is stale" in client.get("/").content.decode()
+    world.github.set_faults(exhausted=True)
+    for _ in range(2):
+        one_round()
+    assert open_envs_destroyed() == []
+    world.github.set_faults()
+    from environments.models import SyncStatus
+
+    SyncStatus.objects.update(backoff_until=None)  # as if the reset time had come
+    settle_and_converge(world)
+    assert {pk for pk, _ in before} <= set(Environment.objects.values_list("pk", flat=True))
+    assert "data is stale" not in client.get("/").content.decode()
+
+
+def test_two_beat_ticks_at_once_make_one_of_everything(busy):
+    world = busy
+    Environment.objects.update(deployment_id=None, deployment_state="")
+    from environments.models import ClusterSecret, PullRequest
+
+    ClusterSecret.objects.all().delete()
+    for secret in world.cluster.list_objects(SECRETS, "argocd", MANAGED):
+        world.cluster.delete(SECRETS, "argocd", secret["metadata"]["name"])
+    PullRequest.objects.update(feedback_comment_id=None, feedback_digest="")
+    failures: list[BaseException] = []
+
+    from environments import tasks
+
+    def tick() -> None:
+        # What each beat-scheduled task runs, behind the same lock as the task
+        try:
+            tasks._locked("sync_clusters", sync.sync_cluster)
+            tasks._locked("sync_cluster_secrets", secret_sync.sync_cluster_secrets)
+            tasks._locked("publish_feedback", feedback.publish)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not [f for f in failures if not isinstance(f, GatewayError)], failures
+    secrets = world.cluster.list_objects(SECRETS, "argocd", MANAGED)
+    assert len(secrets) == Environment.objects.filter(flavor="vcluster").exclude(
+        state__in=["invalid"]).count()  # fmt: skip
+    for owner, repo in (SEED, ("acme", "storefront")):
+        environments = Counter(d["environment"] for d in world.github.list_deployments(owner, repo))
+        assert environments and max(environments.values()) == 1, environments
+    from github import Auth, Github
+
+    gh = Github(base_url=world.github_url, auth=Auth.Token(world.github_token))
+    for pr in PullRequest.objects.all():
+        bodies = list(gh.get_repo(pr.repository.full_name).get_issue(pr.number).get_comments())
+        assert len(bodies) == 1, (pr, len(bodies))
