@@ -1,9 +1,10 @@
 """`make faults`: envportal under injected failures on the sandbox, then convergence once they
-stop. Not part of `make test` yet (see the README).
+stop. `make faults`, which CI runs after `make test`.
 
 - Kubernetes answering 500/429 on 20 % of requests during many sync rounds;
 - GitHub answering 502 on every request, then its budget exhausted;
-- two beat ticks at once (every periodic task run twice concurrently).
+- two beat ticks at once (every periodic task run twice concurrently);
+- a real worker SIGKILLed in the middle of a destroy, and the destroy resumed by another.
 
 Each asserts what must hold during the outage (nothing open is destroyed, the UI says the data
 is stale) and after it (every environment converges, one cluster secret per vcluster, one PR
@@ -163,3 +164,100 @@ def test_two_beat_ticks_at_once_make_one_of_everything(busy):
     for pr in PullRequest.objects.all():
         bodies = list(gh.get_repo(pr.repository.full_name).get_issue(pr.number).get_comments())
         assert len(bodies) == 1, (pr, len(bodies))
+
+
+def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world, tmp_path):
+    """A real Celery worker on Redis runs a destroy slowed down by Kubernetes latency; it is
+    SIGKILLed while the action is running; a new worker picks the action up again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from datetime import timedelta
+    from pathlib import Path
+
+    import redis
+    from celery import Celery
+    from django.conf import settings
+    from django.utils import timezone
+
+    from environments import lifecycle
+    from environments.models import Action, Event
+    from tests.services import need_redis
+
+    # A Redis database of its own: the workers consume the default queue, where resume_actions
+    # sends its work, and nothing else's messages may be there.
+    redis_url = need_redis().rsplit("/", 1)[0] + "/12"
+    redis.Redis.from_url(redis_url).flushdb()
+    world.github.add_repo("acme", "storefront")
+    world.cluster.create(APPLICATIONSETS, "argocd", storefront_applicationset())
+    world.github.open_pr("acme", "storefront", "fix", "Fix", "sofia", labels=["preview"])
+    sync.sync_all()
+    env = Environment.objects.get()
+    alice = User.objects.create_user("alice", is_staff=True)
+    alice.groups.set([Group.objects.get(name="platform")])
+    with connection.cursor():
+        pass
+    database = settings.DATABASES["default"]
+    url = (
+        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        if str(database["ENGINE"]).endswith("postgresql")
+        else f"sqlite:///{database['NAME']}"
+    )
+    variables = dict(
+        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
+    )
+    worker_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
+                  "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
+                  "ENVPORTAL_LOCAL_DIR": str(tmp_path)}  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+
+    def start_worker() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
+             "-l", "info", "--without-mingle", "--without-gossip"],
+            cwd=root, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    with connection.cursor():
+        pass
+    action = Action.objects.create(environment=env, kind="destroy", actor="alice")
+    Environment.objects.filter(pk=env.pk).update(state="destroying")
+    world.set_kube_faults(latency=3.0)  # the refresh after the label removal takes a while
+    client = Celery(broker=redis_url)
+    worker = start_worker()
+    try:
+        client.send_task("environments.tasks.run_action", args=[action.pk])
+        deadline = time.monotonic() + 60
+        while Action.objects.get(pk=action.pk).state != "running":
+            assert time.monotonic() < deadline, "the worker never started the destroy"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGKILL)  # mid-task
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    world.set_kube_faults()
+    assert Action.objects.get(pk=action.pk).state == "running"  # its worker died on it
+    # later: the claim is older than any task may run, so beat's resume_actions re-queues it
+    Action.objects.filter(pk=action.pk).update(claimed_at=timezone.now() - timedelta(minutes=10))
+    assert lifecycle.unfinished() == [action.pk]
+    worker = start_worker()
+    try:
+        client.send_task("environments.tasks.resume_actions")
+        deadline = time.monotonic() + 60
+        while Action.objects.get(pk=action.pk).state != "done":
+            assert time.monotonic() < deadline, "the resumed destroy did not finish"
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    done = Action.objects.get(pk=action.pk)
+    assert done.attempts == 2
+    assert world.github.list_open("acme", "storefront")[0]["labels"] == []  # removed, once
+    assert Event.objects.filter(kind="destroy-failed").count() == 0
+    world.settle(0.6)
+    sync.sync_cluster()
+    assert Environment.objects.get(pk=env.pk).state == "destroyed"
