@@ -197,8 +197,6 @@ def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world,
     env = Environment.objects.get()
     alice = User.objects.create_user("alice", is_staff=True)
     alice.groups.set([Group.objects.get(name="platform")])
-    with connection.cursor():
-        pass
     database = settings.DATABASES["default"]
     url = (
         f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
@@ -220,8 +218,6 @@ def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world,
             cwd=root, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
 
-    with connection.cursor():
-        pass
     action = Action.objects.create(environment=env, kind="destroy", actor="alice")
     Environment.objects.filter(pk=env.pk).update(state="destroying")
     world.set_kube_faults(latency=3.0)  # the refresh after the label removal takes a while
