@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from environments import kube_gateway, secret_sync
@@ -46,10 +47,10 @@ def _in_use() -> set[str]:
     )
 
 
-def candidates() -> list[Environment]:
+def candidates() -> QuerySet[Environment]:
     """Environments that are gone but whose namespace was last seen in the cluster, and that
     had Applications once (a name only predicted from a template is nobody's proof)."""
-    return list(
+    return (
         Environment.objects.filter(state__in=DEAD, namespace_exists=True)
         .exclude(namespace="")
         .exclude(last_seen_at=None)
@@ -73,11 +74,17 @@ def _owned(env: Environment, meta: dict[str, str], others: set[str]) -> str:
 
 def clean_leftovers(snapshot: kube_gateway.ClusterSnapshot | None = None) -> dict[str, int]:
     """Delete the namespaces gone environments leave behind. Safe to run twice."""
-    envs = candidates()
+    envs = list(candidates())
     if not envs:
         return {"deleted": 0, "kept": 0}
     snapshot = snapshot or kube_gateway.snapshot(settings.ARGOCD_NAMESPACE)
-    targeted, in_use = _targeted(snapshot), _in_use()
+    targeted = _targeted(snapshot)
+    # Namespaces of every environment not gone (any PR state): a dead one never shares them.
+    live = set(
+        Environment.objects.exclude(state__in=DEAD)
+        .exclude(namespace="")
+        .values_list("namespace", flat=True)
+    )
     counts = {"deleted": 0, "kept": 0}
     for env in envs:
         name = env.namespace
@@ -87,14 +94,8 @@ def clean_leftovers(snapshot: kube_gateway.ClusterSnapshot | None = None) -> dic
         if name in PROTECTED or name == settings.ARGOCD_NAMESPACE or name in targeted:
             counts["kept"] += 1  # an Application still deploys there: not ours to remove yet
             continue
-        others = set(
-            Environment.objects.exclude(pk=env.pk)
-            .filter(namespace=name)
-            .exclude(state__in=DEAD)
-            .values_list("namespace", flat=True)
-        ) | (in_use & {name})
         meta = snapshot.namespace_meta.get(name, {})
-        refusal = _owned(env, meta, others)
+        refusal = _owned(env, meta, live)
         if refusal:
             Environment.objects.filter(pk=env.pk).update(namespace_exists=False)
             log.info("keeping namespace %s of %s: %s", name, env, refusal)

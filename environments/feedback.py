@@ -20,7 +20,7 @@ from django.db.models import Prefetch, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from environments import github_gateway
+from environments import github_gateway, sync
 from environments.errors import GatewayError, Transient
 from environments.models import Environment, Event, PullRequest, Repository, SyncStatus
 
@@ -96,7 +96,7 @@ def comment_body(pr: PullRequest, envs: list[Environment]) -> str:
 
 
 def _budget_low(repository: Repository) -> bool:
-    status = SyncStatus.objects.filter(key=f"github:{repository.api_url}").first()
+    status = SyncStatus.objects.filter(key=sync.github_key(repository.api_url)).first()
     return bool(status and status.backoff_until and status.backoff_until > timezone.now())
 
 

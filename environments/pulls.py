@@ -200,24 +200,25 @@ def _new_leases(
     """A push renews the lease where the repository says so; a reopened PR starts over (and
     is no longer held back by an earlier destroy)."""
     until = now + timedelta(hours=repository.default_ttl_hours)
-    events = []
     live = Environment.objects.exclude(state__in=["destroying", "destroyed", "expired"])
-    for env in live.filter(pull_request_id__in=renewed, pinned=False, expires_at__lt=until):
-        events.append(
-            Event(environment=env, pull_request_id=env.pull_request_id, kind="renewed",
-                  message=f"lease renewed by a push: expires {until:%Y-%m-%d %H:%M} UTC")
-        )  # fmt: skip
-    live.filter(pull_request_id__in=renewed, pinned=False, expires_at__lt=until).update(
+    renewing = list(live.filter(pull_request_id__in=renewed, pinned=False, expires_at__lt=until))
+    restarting = list(Environment.objects.filter(pull_request_id__in=reopened))
+    Environment.objects.filter(pk__in=[e.pk for e in renewing]).update(
         expires_at=until, expiry_warned=""
     )
-    for env in Environment.objects.filter(pull_request_id__in=reopened):
-        events.append(
-            Event(environment=env, pull_request_id=env.pull_request_id, kind="lease",
-                  message=f"pull request reopened: a fresh lease until {until:%Y-%m-%d %H:%M} UTC")
-        )  # fmt: skip
-    Environment.objects.filter(pull_request_id__in=reopened).update(
+    Environment.objects.filter(pk__in=[e.pk for e in restarting]).update(
         expires_at=until, expiry_warned="", held=False
     )
+    events = [
+        Event(environment=env, pull_request_id=env.pull_request_id, kind="renewed",
+              message=f"lease renewed by a push: expires {until:%Y-%m-%d %H:%M} UTC")
+        for env in renewing
+    ]  # fmt: skip
+    events += [
+        Event(environment=env, pull_request_id=env.pull_request_id, kind="lease",
+              message=f"pull request reopened: a fresh lease until {until:%Y-%m-%d %H:%M} UTC")
+        for env in restarting
+    ]  # fmt: skip
     return events
 
 

@@ -68,7 +68,7 @@ def sync_clusters() -> dict[str, Any]:
         sync_pull_requests.delay()  # a new repository: read its PRs now, not at the next tick
     if result.get("needs_cluster_secrets"):
         sync_cluster_secrets.delay()  # a vcluster is ready: give Argo CD its cluster secret now
-    if cleanup.candidates():
+    if cleanup.candidates().exists():
         clean_leftovers.delay()  # an environment is gone: remove what Argo CD left behind
     if result.get("changed"):
         publish_feedback.delay()  # tell the PRs now, not at the next tick

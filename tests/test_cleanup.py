@@ -47,7 +47,7 @@ def test_a_closed_prs_namespaces_are_deleted_once_its_apps_are_gone(up):
     assert not {NS, VC_NS} & namespaces(world)
     assert "team-tools" in namespaces(world) and "argocd" in namespaces(world)
     assert Event.objects.filter(kind="cleaned-up").count() == 2
-    assert cleanup.candidates() == []
+    assert list(cleanup.candidates()) == []
     assert cleanup.clean_leftovers() == {"deleted": 0, "kept": 0}  # twice is harmless
 
 
