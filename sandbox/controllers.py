@@ -101,7 +101,7 @@ class ApplicationSetController:
     github_requests: int = 0
 
     def tick(self) -> None:
-        for appset in self.cluster.list_objects(APPLICATIONSETS, self.namespace):
+        for appset in self.cluster.peek_all(APPLICATIONSETS, self.namespace):
             meta = appset["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
@@ -305,7 +305,7 @@ class ApplicationSetController:
         uid = appset["metadata"]["uid"]
         owned = {
             app["metadata"]["name"]: app
-            for app in self.cluster.list_objects(APPLICATIONS, self.namespace)
+            for app in self.cluster.peek_all(APPLICATIONS, self.namespace)
             if any(r.get("uid") == uid for r in app["metadata"].get("ownerReferences") or [])
         }
         for name, app in desired.items():
@@ -372,7 +372,7 @@ class ApplicationSetController:
         uid = appset["metadata"]["uid"]
         apps = [
             app
-            for app in self.cluster.list_objects(APPLICATIONS, self.namespace)
+            for app in self.cluster.peek_all(APPLICATIONS, self.namespace)
             if any(r.get("uid") == uid for r in app["metadata"].get("ownerReferences") or [])
         ]
         if errors:
@@ -473,13 +473,19 @@ def passes_filter(rule: Obj, pr: Obj) -> bool:
 
 
 def find_cluster_secret(cluster: Cluster, namespace: str, server: str) -> Obj | None:
-    server = server.rstrip("/")
-    for secret in cluster.list_objects(SECRETS, namespace, f"{SECRET_TYPE_LABEL}=cluster"):
-        data = secret.get("data") or {}
-        raw = data.get("server")
-        if raw and base64.b64decode(raw).decode().rstrip("/") == server:
-            return secret
-    return None
+    """Argo CD's cluster for a server URL (like Argo CD's cluster cache: built once per change
+    of the Secrets, not per Application, which matters at thousands of apps)."""
+    with cluster.lock:
+        version = (namespace, cluster.kind_rv.get(SECRETS, 0))
+        cached = cluster.caches.get("cluster-servers")
+        if cached is None or cached[0] != version:
+            index: dict[str, Obj] = {}
+            for secret in cluster.peek_all(SECRETS, namespace, f"{SECRET_TYPE_LABEL}=cluster"):
+                raw = (secret.get("data") or {}).get("server")
+                if raw:
+                    index.setdefault(base64.b64decode(raw).decode().rstrip("/"), secret)
+            cached = cluster.caches["cluster-servers"] = (version, index)
+        return cached[1].get(server.rstrip("/"))
 
 
 def helm_parameters(app: Obj) -> dict[str, str]:
@@ -528,19 +534,50 @@ class ApplicationController:
     clock: Callable[[], float] = time.monotonic
     fates: dict[str, AppFate] = field(default_factory=dict)
     started: dict[tuple[str, str], float] = field(default_factory=dict)  # (uid, revision) → t
+    settled: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # uid → unchanged inputs
 
     def set_fault(self, app_name: str, fault: str) -> None:
         self.fates[app_name] = AppFate(fault)
 
     def tick(self) -> None:
-        for app in self.cluster.list_objects(APPLICATIONS, self.namespace):
+        for app in self.cluster.peek_all(APPLICATIONS, self.namespace):
+            uid = app["metadata"]["uid"]
             try:
                 if app["metadata"].get("deletionTimestamp"):
                     self._finalize(app)
-                else:
-                    self._reconcile(app)
+                    continue
+                # Like the real controller's informers: an app whose inputs have not changed
+                # since a reconcile that changed nothing (and had no timer left) is not redone.
+                inputs = self._inputs(app)
+                if self.settled.get(uid) == inputs:
+                    continue
+                self.settled.pop(uid, None)
+                if self._reconcile(app) and self._inputs(app) == inputs:
+                    self.settled[uid] = inputs
             except ApiError as exc:
                 log.debug("application %s: %s", app["metadata"]["name"], exc.message)
+
+    def _inputs(self, app: Obj) -> tuple[Any, ...]:
+        """What a reconcile of `app` reads: the app, its fate, its cluster, what it deployed."""
+        destination = (app.get("spec") or {}).get("destination") or {}
+        server = (destination.get("server") or "").rstrip("/")
+        namespace = destination.get("namespace") or ""
+        reads: list[Obj | None] = []
+        if server != IN_CLUSTER:
+            reads.append(find_cluster_secret(self.cluster, self.namespace, server))
+        elif namespace:
+            reads.append(self.cluster.peek(NAMESPACES, "", namespace))
+            if not is_vcluster_app(app):
+                reads += [
+                    self.cluster.peek(DEPLOYMENTS, namespace, "sampleapp"),
+                    self.cluster.peek(SERVICES, namespace, "sampleapp"),
+                ]
+        fate = self.fates.get(app["metadata"]["name"])
+        return (
+            app["metadata"]["resourceVersion"],
+            fate.fault if fate else "",
+            *((r or {}).get("metadata", {}).get("resourceVersion") for r in reads),
+        )
 
     def _write(self, app: Obj, status: Obj, drop_refresh: bool = False) -> None:
         """Write status when it changed (stamping reconciledAt), or to acknowledge a refresh."""
@@ -570,7 +607,8 @@ class ApplicationController:
             body["metadata"] = {"annotations": {APP_REFRESH: None}}
         self.cluster.patch(APPLICATIONS, self.namespace, app["metadata"]["name"], body)
 
-    def _reconcile(self, app: Obj) -> None:
+    def _reconcile(self, app: Obj) -> bool:
+        """Bring the app's status one step on; True when no timer of its own is left."""
         meta, spec = app["metadata"], app.get("spec") or {}
         status = copy.deepcopy(app.get("status") or {})
         refresh = APP_REFRESH in (meta.get("annotations") or {})
@@ -612,7 +650,7 @@ class ApplicationController:
             )
             status.pop("operationState", None)
             self._write(app, status, refresh)
-            return
+            return True
         fate = self.fates.get(meta["name"], AppFate())
         history = status.get("history") or []
         if fate.fault == "manual-sync" and history and history[-1]["revision"] != revision:
@@ -623,7 +661,7 @@ class ApplicationController:
                 "comparedTo": {"source": spec.get("source"), "destination": destination},
             }
             self._write(app, status, refresh)
-            return
+            return True
         key = (meta["uid"], revision)
         if (
             refresh
@@ -742,6 +780,9 @@ class ApplicationController:
                     "images": [image_of(app)],
                 }
         self._write(app, status, refresh)
+        return elapsed >= self.sync_seconds + self.health_seconds or (
+            fate.fault == "sync-failed" and elapsed >= self.sync_seconds
+        )
 
     def _deploy(self, app: Obj, revision: str) -> list[Obj]:
         """Create what the chart renders in the destination (host cluster only)."""
@@ -860,7 +901,8 @@ class ApplicationController:
 
 
 def ensure(cluster: Cluster, kind: Any, namespace: str, body: Obj) -> Obj:
-    existing = cluster.find(kind, namespace, body["metadata"]["name"])
+    """The object, created from `body` when missing (read the answer, never change it)."""
+    existing = cluster.peek(kind, namespace, body["metadata"]["name"])
     if existing is not None:
         return existing
     try:
@@ -880,9 +922,10 @@ class VClusterSimulator:
     ready_seconds: float = 3.0
     clock: Callable[[], float] = time.monotonic
     seen: dict[str, float] = field(default_factory=dict)
+    settled: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def tick(self) -> None:
-        for app in self.cluster.list_objects(APPLICATIONS, self.namespace):
+        for app in self.cluster.peek_all(APPLICATIONS, self.namespace):
             if not is_vcluster_app(app) or app["metadata"].get("deletionTimestamp"):
                 continue
             status = app.get("status") or {}
@@ -891,10 +934,34 @@ class VClusterSimulator:
             destination = (app.get("spec") or {}).get("destination") or {}
             if (destination.get("server") or "").rstrip("/") != IN_CLUSTER:
                 continue
+            namespace = destination.get("namespace") or ""
+            # A release that is up (kubeconfig written) is redone only when something of it changed.
+            inputs = self._inputs(app, namespace)
+            if self.settled.get(app["metadata"]["uid"]) == inputs:
+                continue
             try:
-                self._run(app, destination.get("namespace") or "")
+                self._run(app, namespace)
             except ApiError as exc:
                 log.debug("vcluster %s: %s", app["metadata"]["name"], exc.message)
+                continue
+            if inputs[-1] is not None and self._inputs(app, namespace) == inputs:
+                self.settled[app["metadata"]["uid"]] = inputs
+
+    def _inputs(self, app: Obj, namespace: str) -> tuple[Any, ...]:
+        release = app["metadata"]["name"]
+        reads = [
+            self.cluster.peek(kind, namespace, name)
+            for kind, name in (
+                (STATEFULSETS, release),
+                (SERVICES, release),
+                (PODS, f"{release}-0"),
+                (SECRETS, f"vc-{release}"),
+            )
+        ]
+        return (
+            app["metadata"]["resourceVersion"],
+            *((r or {}).get("metadata", {}).get("resourceVersion") for r in reads),
+        )
 
     def _run(self, app: Obj, namespace: str) -> None:
         release = app["metadata"]["name"]
@@ -986,7 +1053,7 @@ class VClusterSimulator:
                 },
                 subresource="status",
             )
-        if self.cluster.find(SECRETS, namespace, f"vc-{release}") is None:
+        if self.cluster.peek(SECRETS, namespace, f"vc-{release}") is None:
             self.cluster.create(
                 SECRETS, namespace, kubeconfig_secret(app, release, namespace, owner)
             )
