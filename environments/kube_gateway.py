@@ -66,19 +66,22 @@ def api_client() -> client.ApiClient:
     global _api_client
     with _lock:
         if _api_client is None:
+            configuration = client.Configuration()
             try:
-                config.load_incluster_config()
-                _api_client = client.ApiClient()
+                config.load_incluster_config(client_configuration=configuration)
             except ConfigException:
                 path = settings.KUBECONFIG or os.path.expanduser(
                     config.KUBE_CONFIG_DEFAULT_LOCATION
                 )
                 try:
-                    _api_client = config.new_client_from_config(config_file=path)
+                    config.load_kube_config(config_file=path, client_configuration=configuration)
                 except (ConfigException, OSError) as exc:
                     raise PermissionDenied(
                         f"no usable Kubernetes configuration ({path}): {exc}"
                     ) from exc
+            # One kept-alive connection per concurrent writer (a full pool opens new TLS ones).
+            configuration.connection_pool_maxsize = settings.KUBERNETES_WRITE_CONCURRENCY + 4
+            _api_client = client.ApiClient(configuration)
         return _api_client
 
 
@@ -124,8 +127,17 @@ def _call[T](what: str, fn: Callable[[], T]) -> T:
 
 
 def _items(response: Any) -> list[Obj]:
-    data = json.loads(response.data) if hasattr(response, "data") else response
+    data = json.loads(_body(response)) if hasattr(response, "data") else response
     return list(data.get("items") or [])
+
+
+def _body(response: Any) -> bytes:
+    """Read a `_preload_content=False` response to its end and give its connection back to
+    the pool (left alone, every call would open a new TLS connection)."""
+    try:
+        return bytes(response.data)
+    finally:
+        response.release_conn()
 
 
 @dataclass
@@ -258,8 +270,10 @@ def create_secret(namespace: str, body: Obj) -> None:
     manifest: Any = body  # the client serializes plain dicts as they are
     _call(
         f"create secret {body['metadata']['name']}",
-        lambda: core.create_namespaced_secret(
-            namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        lambda: _body(
+            core.create_namespaced_secret(
+                namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
         ),
     )
 
@@ -273,8 +287,10 @@ def replace_secret(namespace: str, name: str, body: Obj) -> None:
     manifest: Any = body
     _call(
         f"update secret {name}",
-        lambda: core.replace_namespaced_secret(
-            name, namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        lambda: _body(
+            core.replace_namespaced_secret(
+                name, namespace, manifest, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
         ),
     )
 
@@ -289,12 +305,14 @@ def delete_secret(namespace: str, name: str, uid: str) -> None:
     with contextlib.suppress(NotFound):  # already gone: the goal is reached
         _call(
             f"delete secret {name}",
-            lambda: core.delete_namespaced_secret(
-                name,
-                namespace,
-                body=options,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            lambda: _body(
+                core.delete_namespaced_secret(
+                    name,
+                    namespace,
+                    body=options,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             ),
         )
 
@@ -310,7 +328,9 @@ def delete_namespace(name: str, uid: str) -> None:
     with contextlib.suppress(NotFound):
         _call(
             f"delete namespace {name}",
-            lambda: core.delete_namespace(
-                name, body=options, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            lambda: _body(
+                core.delete_namespace(
+                    name, body=options, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
             ),
         )

@@ -16,12 +16,14 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -204,6 +206,36 @@ class Outcome:
     errors: int = 0
     requests: int = 0
 
+    def counts(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k) for k in ("created", "updated", "deleted", "errors", "requests")
+        }
+
+
+@dataclass
+class Write:
+    """A cluster secret to create or replace, then the apps to refresh (done in parallel)."""
+
+    env: Environment
+    record: ClusterSecret
+    body: Obj
+    replace: bool
+    source_name: str
+    server: str
+    fingerprint: str
+    apps: list[str]
+    error: str = ""
+    conflict: bool = False
+
+
+@dataclass
+class Batch:
+    """What one run writes: Kubernetes writes first (in parallel), then the rows in bulk."""
+
+    writes: list[Write] = field(default_factory=list)
+    records: dict[int, ClusterSecret] = field(default_factory=dict)  # environment id → row
+    events: list[Event] = field(default_factory=list)
+
 
 def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -> dict[str, int]:
     """Create, update and delete the cluster secrets of every vcluster environment."""
@@ -260,6 +292,7 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
         .prefetch_related("apps")
     )
     wanted = set()
+    batch = Batch()
     for env in envs:
         record = getattr(env, "cluster_secret", None) or ClusterSecret(
             environment=env, secret_name=target_name(env)
@@ -293,18 +326,96 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
                 targeting,
                 namespace,
                 outcome,
+                batch,
             )
         elif record.secret_name not in managed:
             waiting_for = "kubeconfig secret" if source is None else "control plane to be ready"
-            _save(record, ClusterSecret.State.WAITING, f"waiting for the vcluster's {waiting_for}")
+            _save(
+                batch,
+                record,
+                ClusterSecret.State.WAITING,
+                f"waiting for the vcluster's {waiting_for}",
+            )
+    _write_all(batch, namespace, outcome)
     by_name = {target_name(e): e for e in envs}
     for name, secret in managed.items():
         if name not in wanted:
-            _remove(secret, targeting, namespace, outcome, by_name.get(name))
-    return outcome.__dict__
+            _remove(secret, targeting, namespace, outcome, by_name.get(name), batch)
+    _flush(batch)
+    return outcome.counts()
 
 
-def _save(record: ClusterSecret, state: str, message: str, **fields: Any) -> None:
+def _write_all(batch: Batch, namespace: str, outcome: Outcome) -> None:
+    """Create or replace the secrets and refresh their apps, several requests at a time
+    (thousands of sequential round trips would take minutes), then record the results."""
+
+    def write(job: Write) -> None:
+        name = job.body["metadata"]["name"]
+        try:
+            if job.replace:
+                kube_gateway.replace_secret(namespace, name, job.body)
+            else:
+                kube_gateway.create_secret(namespace, job.body)
+        except Conflict:
+            job.conflict = True  # another worker wrote it first: the next run compares again
+            return
+        except GatewayError as exc:
+            job.error = str(exc)
+            return
+        for app in job.apps:
+            try:
+                kube_gateway.refresh_application(namespace, app, hard=False)
+            except GatewayError as exc:
+                log.info("could not refresh %s after the secret sync: %s", app, exc)
+
+    if not batch.writes:
+        return
+    workers = max(1, min(settings.KUBERNETES_WRITE_CONCURRENCY, len(batch.writes)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="secret-sync") as pool:
+        list(pool.map(write, batch.writes))
+    now = timezone.now()
+    for job in batch.writes:
+        if job.conflict:
+            continue
+        if job.error:
+            outcome.errors += 1
+            _save(
+                batch,
+                job.record,
+                ClusterSecret.State.ERROR,
+                f"could not write the cluster secret: {job.error}",
+                source=job.source_name,
+                server=job.server,
+            )
+            continue
+        verb = "updated" if job.replace else "created"
+        if job.replace:
+            outcome.updated += 1
+        else:
+            outcome.created += 1
+        batch.events.append(
+            Event(
+                environment=job.env,
+                pull_request=job.env.pull_request,
+                kind="cluster-secret",
+                message=f"Argo CD cluster secret {verb} for {job.server} "
+                f"(fingerprint {job.fingerprint[:12]})",
+            )
+        )
+        _save(
+            batch,
+            job.record,
+            ClusterSecret.State.SYNCED,
+            "",
+            source=job.source_name,
+            server=job.server,
+            fingerprint=job.fingerprint[:12],
+            synced_at=now,
+        )
+
+
+def _save(batch: Batch, record: ClusterSecret, state: str, message: str, **fields: Any) -> None:
+    """Change the row in memory; `_flush` writes every changed row at the end of the run."""
     changed = (
         record.pk is None
         or record.state != state
@@ -316,17 +427,29 @@ def _save(record: ClusterSecret, state: str, message: str, **fields: Any) -> Non
     record.state, record.message = state, message[:1000]
     for key, value in fields.items():
         setattr(record, key, value)
-    if record.pk is None:
-        # Two workers may meet an environment's first record at once: one row, not a crash.
-        values = {f.name: getattr(record, f.name) for f in ClusterSecret._meta.concrete_fields}
-        for key in ("id", "environment"):
-            values.pop(key, None)
-        saved, _ = ClusterSecret.objects.update_or_create(
-            environment=record.environment, defaults=values
+    batch.records[record.environment_id] = record
+
+
+RECORD_FIELDS = ["secret_name", "source", "server", "fingerprint", "state", "message", "synced_at"]
+
+
+def _flush(batch: Batch) -> None:
+    """The run's rows in a few statements (not one per environment)."""
+    now = timezone.now()
+    new = [r for r in batch.records.values() if r.pk is None]
+    old = [r for r in batch.records.values() if r.pk is not None]
+    for record in old:
+        record.updated_at = now
+    with transaction.atomic():
+        # Two workers may meet an environment's first row at once: one row, not a crash.
+        ClusterSecret.objects.bulk_create(
+            new,
+            update_conflicts=True,
+            unique_fields=["environment"],
+            update_fields=[*RECORD_FIELDS, "updated_at"],
         )
-        record.pk = saved.pk
-        return
-    record.save()
+        ClusterSecret.objects.bulk_update(old, [*RECORD_FIELDS, "updated_at"])
+        Event.objects.bulk_create(batch.events)
 
 
 def _keep(
@@ -340,8 +463,9 @@ def _keep(
     targeting: dict[str, list[str]],
     namespace: str,
     outcome: Outcome,
+    batch: Batch,
 ) -> None:
-    """Make the target match the source; refresh the apps that wait for it."""
+    """Plan the write that makes the target match the source (and the apps to refresh)."""
     version = source_version(source)
     if (
         current is not None
@@ -353,12 +477,13 @@ def _keep(
         creds = read_credentials(source)
     except SourceError as exc:
         outcome.errors += 1
-        _save(record, ClusterSecret.State.ERROR, str(exc), source=source_name)
+        _save(batch, record, ClusterSecret.State.ERROR, str(exc), source=source_name)
         return
     fingerprint = creds.fingerprint()
     if creds.server in unmanaged_servers and current is None:
         outcome.errors += 1
         _save(
+            batch,
             record,
             ClusterSecret.State.CONFLICT,
             "an Argo CD cluster secret envportal does not manage "
@@ -371,6 +496,7 @@ def _keep(
     if current is None and record.secret_name in taken:
         outcome.errors += 1
         _save(
+            batch,
             record,
             ClusterSecret.State.CONFLICT,
             f"a Secret envportal does not manage is already named `{record.secret_name}` in "
@@ -381,55 +507,34 @@ def _keep(
         return
     body = target_body(env, source_name, creds, fingerprint)
     body["metadata"]["annotations"][ANNOTATION_SOURCE_VERSION] = version
-    try:
-        if current is None:
-            kube_gateway.create_secret(namespace, body)
-            outcome.created += 1
-            verb = "created"
-        elif (current["metadata"].get("annotations") or {}).get(
+    replace = current is not None
+    if current is not None:
+        if (current["metadata"].get("annotations") or {}).get(
             ANNOTATION_FINGERPRINT
-        ) != fingerprint:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            kube_gateway.replace_secret(namespace, body["metadata"]["name"], body)
-            outcome.updated += 1
-            verb = "updated"
-        else:
-            verb = ""
-    except Conflict:
-        # Another worker wrote it first (same deterministic name): the next run compares again.
-        return
-    except GatewayError as exc:
-        outcome.errors += 1
-        _save(
-            record,
-            ClusterSecret.State.ERROR,
-            f"could not write the cluster secret: {exc}",
-            source=source_name,
+        ) == fingerprint:
+            _save(
+                batch,
+                record,
+                ClusterSecret.State.SYNCED,
+                "",
+                source=source_name,
+                server=creds.server,
+                fingerprint=fingerprint[:12],
+                synced_at=record.synced_at or timezone.now(),
+            )
+            return
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    batch.writes.append(
+        Write(
+            env=env,
+            record=record,
+            body=body,
+            replace=replace,
+            source_name=source_name,
             server=creds.server,
+            fingerprint=fingerprint,
+            apps=targeting.get(creds.server, []),
         )
-        return
-    now = timezone.now()
-    if verb:
-        Event.objects.create(
-            environment=env,
-            pull_request=env.pull_request,
-            kind="cluster-secret",
-            message=f"Argo CD cluster secret {verb} for {creds.server} "
-            f"(fingerprint {fingerprint[:12]})",
-        )
-        for app in targeting.get(creds.server, []):
-            try:
-                kube_gateway.refresh_application(namespace, app, hard=False)
-            except GatewayError as exc:
-                log.info("could not refresh %s after the secret sync: %s", app, exc)
-    _save(
-        record,
-        ClusterSecret.State.SYNCED,
-        "",
-        source=source_name,
-        server=creds.server,
-        fingerprint=fingerprint[:12],
-        synced_at=now if verb or record.synced_at is None else record.synced_at,
     )
 
 
@@ -439,6 +544,7 @@ def _remove(
     namespace: str,
     outcome: Outcome,
     env: Environment | None,
+    batch: Batch,
 ) -> None:
     """Delete a managed target no longer wanted, but only once no Application targets it
     (Argo CD strips the cascade finalizer of apps whose cluster secret went first)."""
@@ -449,6 +555,7 @@ def _remove(
     if apps:
         if record is not None:
             _save(
+                batch,
                 record,
                 ClusterSecret.State.DELETING,
                 f"waiting for {len(apps)} application(s) to be deleted first: "
@@ -465,10 +572,14 @@ def _remove(
         return
     outcome.deleted += 1
     if record is not None and env is not None:
-        _save(record, ClusterSecret.State.DELETED, "removed after its applications were gone")
-        Event.objects.create(
-            environment=env,
-            pull_request=env.pull_request,
-            kind="cluster-secret",
-            message=f"Argo CD cluster secret removed ({server})",
+        _save(
+            batch, record, ClusterSecret.State.DELETED, "removed after its applications were gone"
+        )
+        batch.events.append(
+            Event(
+                environment=env,
+                pull_request=env.pull_request,
+                kind="cluster-secret",
+                message=f"Argo CD cluster secret removed ({server})",
+            )
         )
