@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(os.environ.get("ENVPORTAL_LOCAL_DIR", BASE_DIR / ".local"))
@@ -243,6 +244,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# What a person waits for (a webhook's ApplicationSet refresh, a destroy they clicked) goes to
+# its own queue, so a long sync or a feedback pass never holds it up. A worker without -Q
+# consumes both; the chart runs a second small one with -Q interactive.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("interactive")]
+CELERY_TASK_ROUTES = {
+    "environments.tasks.refresh_applicationsets": {"queue": "interactive"},
+    "environments.tasks.run_action": {"queue": "interactive"},
+}
 
 # --- Outside systems ------------------------------------------------------------------------
 

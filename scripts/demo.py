@@ -118,14 +118,17 @@ def main() -> int:
     manage("sync_now", env=env)
 
     python = sys.executable
+    celery_worker = [python, "-m", "celery", "-A", "envportal", "worker", "-l", "info"]
     processes = {
         "sandbox": sandbox,
         "web": start(
             "web", [python, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], env
         ),
-        "worker": start(
-            "worker",
-            [python, "-m", "celery", "-A", "envportal", "worker", "-l", "info", "-c", "2"],
+        "worker": start("worker", [*celery_worker, "-c", "2"], env),
+        # As the chart does: a small pool for refreshes and actions, never behind a long sync.
+        "worker-interactive": start(
+            "worker-interactive",
+            [*celery_worker, "-c", "1", "-Q", "interactive", "-n", "interactive@%h"],
             env,
         ),
         "beat": start(
@@ -156,7 +159,7 @@ def main() -> int:
         f"\n  envportal is running at http://{HOST}:{PORT}/\n"
         f"  sign in as   qa (tester, GitHub login maria), demo (platform, admin) or viewer\n"
         f"  password     {password}\n"
-        f"  logs         {LOGS}/{{web,worker,beat,sandbox}}.log\n"
+        f"  logs         {LOGS}/{{web,worker,worker-interactive,beat,sandbox}}.log\n"
         f"  sandbox      GitHub {variables['GITHUB_API_URL']}, Kubernetes via "
         f"KUBECONFIG={variables['KUBECONFIG']}\n"
         "  Ctrl-C stops everything.\n",

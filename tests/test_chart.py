@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 
-from environments import kube_gateway
+from environments import kube_gateway, tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "envportal"
@@ -106,6 +107,26 @@ def test_exactly_one_beat_and_restricted_pods():
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate"
     worker = deployments["envportal-worker"]["spec"]["template"]["spec"]
     assert worker["terminationGracePeriodSeconds"] > 300  # the Celery hard time limit
+    # Two pools: everything, and a small one for what a person waits for.
+    interactive = deployments["envportal-worker-interactive"]["spec"]["template"]["spec"]
+    assert interactive["terminationGracePeriodSeconds"] > 300
+    queues = {
+        name: d["spec"]["template"]["spec"]["containers"][0]["args"][-1]
+        for name, d in deployments.items()
+        if "worker" in name
+    }
+    assert queues == {
+        "envportal-worker": "celery,interactive",
+        "envportal-worker-interactive": "interactive",
+    }
+    assert {q.name for q in settings.CELERY_TASK_QUEUES} == {"celery", "interactive"}
+    assert set(settings.CELERY_TASK_ROUTES) == {
+        tasks.refresh_applicationsets.name,
+        tasks.run_action.name,
+    }
+    policy = next(d for d in docs if d["metadata"]["name"] == "envportal-background")
+    components = policy["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    assert "worker-interactive" in components
     for doc in docs:
         if doc["kind"] not in ("Deployment", "Job"):
             continue
