@@ -94,7 +94,7 @@ def request_action(user: Any, env: Environment, kind: str, params: dict[str, Any
     if kind in QUEUED:
         from environments import tasks  # tasks import this module
 
-        tasks.run_action.delay_on_commit(action.pk)
+        tasks.enqueue(tasks.run_action, action.pk)
     return action
 
 
@@ -441,5 +441,5 @@ def _expire(env: Environment, now: datetime) -> bool:
         action.save()
     from environments import tasks
 
-    tasks.run_action.delay_on_commit(action.pk)
+    tasks.enqueue(tasks.run_action, action.pk)
     return True

@@ -51,6 +51,9 @@ class Repository(models.Model):
     # One ETag per page of the open-PR list: a 304 answer costs no rate limit.
     pulls_etags = models.JSONField(default=dict, blank=True, editable=False)
     pulls_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A webhook asked for an ApplicationSet refresh that no worker has done yet (the intent
+    # survives a broker that was down or lost its queue; the cluster sync carries it out).
+    refresh_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     discovered_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

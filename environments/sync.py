@@ -362,6 +362,7 @@ def sync_cluster() -> dict[str, Any]:
         summary["changed"] += counts["changed"]
         summary["needs_cluster_secrets"] += counts["needs_cluster_secrets"]
     _record(KUBERNETES, "", {"requests": snapshot.requests})
+    summary["refreshed"] = len(refresh_pending())
     return summary
 
 
@@ -547,11 +548,34 @@ def sync_all() -> dict[str, Any]:
 
 def refresh_applicationsets(repository: Repository) -> list[str]:
     """Annotate the repository's ApplicationSets so Argo CD lists its PRs now."""
+    started = timezone.now()
     refreshed = []
     for name in repository.applicationsets:
         kube_gateway.refresh_applicationset(settings.ARGOCD_NAMESPACE, name)
         refreshed.append(name)
+    # Done: forget the webhook's intent, unless a newer webhook asked again meanwhile.
+    Repository.objects.filter(pk=repository.pk, refresh_requested_at__lte=started).update(
+        refresh_requested_at=None
+    )
     return refreshed
+
+
+PENDING_REFRESH_AFTER = timedelta(seconds=20)
+
+
+def refresh_pending(older_than: timedelta = PENDING_REFRESH_AFTER) -> list[str]:
+    """Refreshes that webhooks asked for and no worker did (the broker was down, or restarted
+    and lost its queue): the repositories' names. Run by the cluster sync."""
+    cutoff = timezone.now() - older_than
+    done = []
+    for repository in Repository.objects.filter(enabled=True, refresh_requested_at__lt=cutoff):
+        try:
+            refresh_applicationsets(repository)
+        except GatewayError as exc:
+            log.warning("pending refresh of %s failed: %s", repository.full_name, exc)
+            continue
+        done.append(repository.full_name)
+    return done
 
 
 # --- Freshness, for pages and the API --------------------------------------------------------

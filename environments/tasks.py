@@ -11,7 +11,9 @@ from typing import Any
 from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from environments import cleanup, feedback, lifecycle, secret_sync, sync
 from environments.errors import Transient
@@ -41,6 +43,25 @@ def _locked(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             log.info("%s skipped: the previous run is still going", name)
             return {"skipped": True}
         return work()
+
+
+def enqueue(task: Any, *args: Any) -> None:
+    """Queue `task` once the transaction commits. With the broker down, say so and go on: the
+    intent is in the database already (an Action row, a repository's pending refresh), and
+    beat's resume_actions and cluster sync carry it out once the broker is back."""
+
+    def publish() -> None:
+        try:
+            task.delay(*args)
+        except (OperationalError, OSError) as exc:
+            log.warning(
+                "could not queue %s (%s: the broker is unreachable); its intent is stored and "
+                "runs at a later beat",
+                task.name,
+                type(exc).__name__,
+            )
+
+    transaction.on_commit(publish)
 
 
 @shared_task(base=DjangoTask, ignore_result=False)

@@ -4,6 +4,7 @@ one domain call, a response (the htmx partial for htmx requests, a redirect othe
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from django.conf import settings
 from django.contrib import messages
@@ -32,6 +33,7 @@ class Request(HttpRequest):
     user: User
 
 
+log = logging.getLogger(__name__)
 LOW_BUDGET = 0.1  # warn when less than 10 % of GitHub's rate limit is left
 
 
@@ -47,8 +49,18 @@ def _status(request: HttpRequest) -> dict[str, object]:
         "freshness": freshness,
         "stale": [f for f in freshness if f.stale],
         "low_budget": low,
-        "heartbeat": cache.get(HEARTBEAT_KEY),
+        "heartbeat": _heartbeat(),
     }
+
+
+def _heartbeat() -> str | None:
+    """The worker's last beat; None (shown as "no heartbeat") when Redis cannot be read."""
+    try:
+        value = cache.get(HEARTBEAT_KEY)
+    except Exception as exc:
+        log.warning("cannot read the worker heartbeat: %s", type(exc).__name__)
+        return None
+    return str(value) if value else None
 
 
 @login_required

@@ -15,11 +15,12 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from environments import tasks
-from environments.models import WebhookDelivery
+from environments.models import Repository, WebhookDelivery
 from environments.pulls import PullData, record_webhook_pull_request
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,10 @@ def handle_event(event: str, action: str, payload: dict[str, Any]) -> tuple[int,
     repository, outcome = record_webhook_pull_request(payload)
     if repository is None:
         return 200, {"status": "ignored", "outcome": outcome}
-    tasks.refresh_applicationsets.delay_on_commit(repository.id)
-    tasks.sync_clusters.delay_on_commit()
+    # The intent first (it survives a broker that is down), then the task that carries it out.
+    Repository.objects.filter(pk=repository.id).update(refresh_requested_at=timezone.now())
+    tasks.enqueue(tasks.refresh_applicationsets, repository.id)
+    tasks.enqueue(tasks.sync_clusters)
     return 202, {"status": "accepted", "outcome": outcome}
 
 

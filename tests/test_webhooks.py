@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-from django.db import transaction
 from django.test import RequestFactory
 
 from environments import tasks, webhooks
@@ -63,16 +62,16 @@ def webhook_secret(settings):
 
 @pytest.fixture
 def queued(monkeypatch) -> list[tuple[str, tuple]]:
-    """Tasks queued by delay_on_commit, once the transaction commits (they never run)."""
+    """Tasks queued by tasks.enqueue, once the transaction commits (they never run)."""
     calls: list[tuple[str, tuple]] = []
 
     class Recorder:
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def delay_on_commit(self, *args: object) -> None:
-            # What Celery's delay_on_commit does, with the broker swapped for the list.
-            transaction.on_commit(lambda: calls.append((self.name, args)))
+        def delay(self, *args: object) -> None:
+            # tasks.enqueue calls this once the transaction commits: the broker is the list.
+            calls.append((self.name, args))
 
     monkeypatch.setattr(
         tasks, "refresh_applicationsets", Recorder("refresh_applicationsets"), raising=False

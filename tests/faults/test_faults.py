@@ -257,3 +257,166 @@ def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world,
     world.settle(0.6)
     sync.sync_cluster()
     assert Environment.objects.get(pk=env.pk).state == "destroyed"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int, tmp_path):
+    """A Redis of its own that keeps nothing on disk (as CI's does): a restart empties it."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            return process
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+
+def test_redis_restarted_loses_its_queue_but_no_intent(world, tmp_path):
+    """The web server queues a destroy (API) on a Redis of its own; Redis is killed before a
+    worker takes it, so the message is lost. While it is down a webhook still answers 202 and
+    the API still reads. Redis comes back empty; beat's resume_actions and cluster sync carry
+    out the destroy and the webhook's refresh from their database intents, each once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from datetime import timedelta
+    from pathlib import Path
+
+    from celery import Celery
+    from django.conf import settings
+    from django.utils import timezone
+
+    from environments.models import Action, ApiToken, PullRequest
+
+    world.github.add_repo("acme", "storefront")
+    world.cluster.create(APPLICATIONSETS, "argocd", storefront_applicationset())
+    world.github.open_pr("acme", "storefront", "fix", "Fix", "sofia", labels=["preview"])
+    sync.sync_all()
+    env = Environment.objects.get()
+    alice = User.objects.create_user("alice")
+    alice.groups.set([Group.objects.get(name="platform")])
+    _, token = ApiToken.issue(alice, "ci")
+    port, web_port = free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    database = settings.DATABASES["default"]
+    url = (
+        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        if str(database["ENGINE"]).endswith("postgresql")
+        else f"sqlite:///{database['NAME']}"
+    )
+    variables = dict(
+        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
+    )
+    child_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
+                 "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
+                 "ENVPORTAL_LOCAL_DIR": str(tmp_path), "ALLOWED_HOSTS": "127.0.0.1"}  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    processes: list[subprocess.Popen] = []
+
+    def start(args: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(args, cwd=root, env=child_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        processes.append(process)
+        return process
+
+    def call(path: str, body: bytes | None = None) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}{path}", data=body, method="POST" if body else "GET",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0  # not listening (yet)
+
+    def wait(check, what: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    redis_server = start_redis(port, tmp_path)
+    try:
+        start([sys.executable, "manage.py", "runserver", f"127.0.0.1:{web_port}", "--noreload"])
+        wait(lambda: call("/healthz") == 200, "the web server did not start")
+        world.github.set_webhook_url(f"http://127.0.0.1:{web_port}/webhooks/github/")
+        api = f"/api/v1/environments/acme/storefront/{env.pull_request.number}/{env.flavor}/"
+        assert call(api + "destroy/", b"{}") == 202  # queued on Redis; no worker runs yet
+        action = Action.objects.get()
+        redis_server.send_signal(signal.SIGKILL)  # the queued message goes with it
+        redis_server.wait(timeout=10)
+
+        # Redis down: reads still answer, and a webhook still lands (its intent is stored).
+        assert call("/api/v1/environments/") == 200
+        refreshes = world.kube.stats["patch applicationsets"]
+        world.github.push("acme", "storefront", env.pull_request.number)
+        repo = Repository.objects.get(name="storefront")
+        wait(lambda: PullRequest.objects.get(pk=env.pull_request_id).head_sha
+             != env.pull_request.head_sha, "the webhook did not land")  # fmt: skip
+        world.github.wait_for_deliveries()
+        delivery = world.github.deliveries[-1]
+        assert (delivery["status"], delivery["attempts"]) == (202, 1), delivery  # not a 500
+        repo.refresh_from_db()
+        assert repo.refresh_requested_at is not None
+        assert Action.objects.get(pk=action.pk).state == "pending"
+
+        redis_server = start_redis(port, tmp_path)  # back, and empty
+        start([sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
+               "-l", "info", "--without-mingle", "--without-gossip"])  # fmt: skip
+        # Later (beat's next ticks): the intents are older than their grace periods.
+        Action.objects.filter(pk=action.pk).update(created_at=timezone.now() - timedelta(hours=1))
+        Repository.objects.filter(pk=repo.pk).update(
+            refresh_requested_at=timezone.now() - timedelta(minutes=1)
+        )
+        beat = Celery(broker=redis_url)
+        beat.send_task("environments.tasks.resume_actions")
+        beat.send_task("environments.tasks.sync_clusters")
+        wait(lambda: Action.objects.get(pk=action.pk).state == "done", "the destroy never ran")
+        wait(lambda: world.kube.stats["patch applicationsets"] > refreshes, "no refresh")
+        wait(
+            lambda: Repository.objects.get(pk=repo.pk).refresh_requested_at is None,
+            "the refresh intent was not cleared",
+        )
+    finally:
+        for process in [*processes, redis_server]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*processes, redis_server]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    done = Action.objects.get(pk=action.pk)
+    assert done.attempts == 1  # the lost message never ran; the resumed one ran once
+    assert world.github.list_open("acme", "storefront")[0]["labels"] == []
+    world.settle(0.6)
+    sync.sync_cluster()
+    assert Environment.objects.get(pk=env.pk).state == "destroyed"
