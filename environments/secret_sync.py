@@ -214,12 +214,13 @@ class Outcome:
 
 @dataclass
 class Write:
-    """A cluster secret to create or replace, then the apps to refresh (done in parallel)."""
+    """A cluster secret to create, update or adopt (already right: an interrupted run wrote
+    it), then the apps to refresh (done in parallel)."""
 
     env: Environment
     record: ClusterSecret
     body: Obj
-    replace: bool
+    verb: str  # "created", "updated" or "adopted"
     source_name: str
     server: str
     fingerprint: str
@@ -352,9 +353,9 @@ def _write_all(batch: Batch, namespace: str, outcome: Outcome) -> None:
     def write(job: Write) -> None:
         name = job.body["metadata"]["name"]
         try:
-            if job.replace:
+            if job.verb == "updated":
                 kube_gateway.replace_secret(namespace, name, job.body)
-            else:
+            elif job.verb == "created":
                 kube_gateway.create_secret(namespace, job.body)
         except Conflict:
             job.conflict = True  # another worker wrote it first: the next run compares again
@@ -388,17 +389,17 @@ def _write_all(batch: Batch, namespace: str, outcome: Outcome) -> None:
                 server=job.server,
             )
             continue
-        verb = "updated" if job.replace else "created"
-        if job.replace:
+        if job.verb == "updated":
             outcome.updated += 1
-        else:
+        elif job.verb == "created":
             outcome.created += 1
+        what = {"created": "created", "updated": "updated", "adopted": "found in place"}
         batch.events.append(
             Event(
                 environment=job.env,
                 pull_request=job.env.pull_request,
                 kind="cluster-secret",
-                message=f"Argo CD cluster secret {verb} for {job.server} "
+                message=f"Argo CD cluster secret {what[job.verb]} for {job.server} "
                 f"(fingerprint {job.fingerprint[:12]})",
             )
         )
@@ -507,29 +508,33 @@ def _keep(
         return
     body = target_body(env, source_name, creds, fingerprint)
     body["metadata"]["annotations"][ANNOTATION_SOURCE_VERSION] = version
-    replace = current is not None
+    verb = "created"
     if current is not None:
         if (current["metadata"].get("annotations") or {}).get(
             ANNOTATION_FINGERPRINT
         ) == fingerprint:
-            _save(
-                batch,
-                record,
-                ClusterSecret.State.SYNCED,
-                "",
-                source=source_name,
-                server=creds.server,
-                fingerprint=fingerprint[:12],
-                synced_at=record.synced_at or timezone.now(),
-            )
-            return
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if record.state == ClusterSecret.State.SYNCED:
+                _save(
+                    batch,
+                    record,
+                    ClusterSecret.State.SYNCED,
+                    "",
+                    source=source_name,
+                    server=creds.server,
+                    fingerprint=fingerprint[:12],
+                    synced_at=record.synced_at or timezone.now(),
+                )
+                return
+            verb = "adopted"  # right already, but not recorded: refresh its apps, record it
+        else:
+            verb = "updated"
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
     batch.writes.append(
         Write(
             env=env,
             record=record,
             body=body,
-            replace=replace,
+            verb=verb,
             source_name=source_name,
             server=creds.server,
             fingerprint=fingerprint,

@@ -1198,6 +1198,8 @@ class KubeAPI:
         if not faults.error_rate or self.random.random() >= faults.error_rate:
             return None
         mode = self.random.choice(faults.modes)
+        with self.stats_lock:
+            self.stats[f"fault {mode}"] += 1
         if mode == "429":
             return self._status(
                 ApiError(

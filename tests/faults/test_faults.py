@@ -1,10 +1,13 @@
 """`make faults`: envportal under injected failures on the sandbox, then convergence once they
 stop. `make faults`, which CI runs after `make test`.
 
-- Kubernetes answering 500/429 on 20 % of requests during many sync rounds;
+- Kubernetes answering 500/429 or hanging past the client's timeout on 20 % of requests
+  during many sync rounds;
 - GitHub answering 502 on every request, then its budget exhausted;
 - two beat ticks at once (every periodic task run twice concurrently);
-- a real worker SIGKILLed in the middle of a destroy, and the destroy resumed by another.
+- a real worker SIGKILLed in the middle of a destroy, and the destroy resumed by another;
+- a real worker SIGKILLed in the middle of a secret sync, and the next run finishing it;
+- Redis killed with a destroy queued and restarted empty while a webhook arrives.
 
 Each asserts what must hold during the outage (nothing open is destroyed, the UI says the data
 is stale) and after it (every environment converges, one cluster secret per vcluster, one PR
@@ -71,15 +74,21 @@ def open_envs_destroyed() -> list[str]:
                                                        state__in=["destroyed", "expired"])]  # fmt: skip
 
 
-def test_kubernetes_failing_on_a_fifth_of_requests_loses_nothing_and_converges(busy):
+def test_kubernetes_failing_on_a_fifth_of_requests_loses_nothing_and_converges(busy, monkeypatch):
     world = busy
+    from environments import kube_gateway
     from environments.models import SyncStatus
 
-    world.set_kube_faults(error_rate=0.2, modes=("500", "429"))
+    # 500s, 429s and requests that hang past the client's read timeout (1 s here, 30 s in
+    # production), on a fifth of the requests.
+    monkeypatch.setattr(kube_gateway, "REQUEST_TIMEOUT", (1, 1))
+    world.set_kube_faults(error_rate=0.2, modes=("500", "429", "timeout"))
+    world.kube.faults.timeout_seconds = 1.5
     for _ in range(10):  # the gateway's retries absorb most of these
         world.settle(0.2)
         one_round()
         assert open_envs_destroyed() == []
+    assert min(world.kube.stats[f"fault {m}"] for m in ("500", "429", "timeout")) > 0
     world.set_kube_faults(error_rate=0.9, modes=("500", "429"))  # an outage they cannot absorb
     for _ in range(3):
         one_round()
@@ -420,3 +429,110 @@ def test_redis_restarted_loses_its_queue_but_no_intent(world, tmp_path):
     world.settle(0.6)
     sync.sync_cluster()
     assert Environment.objects.get(pk=env.pk).state == "destroyed"
+
+
+def test_a_worker_killed_mid_secret_sync_leaves_no_duplicate_and_the_next_run_finishes(
+    world, tmp_path
+):
+    """A real worker runs the secret sync one write at a time, each slowed by Kubernetes
+    latency, and is SIGKILLed once the first cluster secrets exist (none of its rows are
+    written yet). Once its lock has expired the next run writes the rest and adopts what the
+    dead one wrote: one secret per vcluster, every row synced, every app refreshed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import redis
+    from django.conf import settings
+
+    from environments.models import ClusterSecret, Event
+    from tests.services import need_redis
+
+    for branch in ("alpha", "beta", "gamma", "delta", "epsilon"):
+        world.github.open_pr(*SEED, branch, branch.title(), "maria")
+    sync.sync_all()
+    for repo in Repository.objects.all():
+        sync.refresh_applicationsets(repo)
+    vclusters = Environment.objects.filter(flavor="vcluster")
+    for _ in range(20):  # until every vcluster has written its kubeconfig Secret
+        world.settle(0.6)
+        sync.sync_cluster()
+        sources = [s for s in world.cluster.list_objects(SECRETS) if s["metadata"]["name"]
+                   .startswith("vc-")]  # fmt: skip
+        if len(sources) >= vclusters.count() >= 5:
+            break
+    count = vclusters.count()
+    assert count >= 5 and len(sources) == count
+
+    base = need_redis().rsplit("/", 1)[0]
+    broker, cache = f"{base}/12", f"{base}/11"
+    for url in (broker, cache):
+        redis.Redis.from_url(url).flushdb()
+    database = settings.DATABASES["default"]
+    url = (
+        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        if str(database["ENGINE"]).endswith("postgresql")
+        else f"sqlite:///{database['NAME']}"
+    )
+    variables = dict(
+        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
+    )
+    worker_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
+                  "CELERY_BROKER_URL": broker, "REDIS_URL": cache,
+                  "KUBERNETES_WRITE_CONCURRENCY": "1", "ENVPORTAL_LOCAL_DIR": str(tmp_path)}  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+
+    def start_worker() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
+             "-l", "info", "--without-mingle", "--without-gossip"],
+            cwd=root, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def managed() -> list[str]:
+        return [s["metadata"]["name"] for s in world.cluster.list_objects(SECRETS, "argocd",
+                                                                          MANAGED)]  # fmt: skip
+
+    from celery import Celery
+
+    beat = Celery(broker=broker)
+    world.set_kube_faults(latency=0.4)
+    worker = start_worker()
+    try:
+        beat.send_task("environments.tasks.sync_cluster_secrets")
+        deadline = time.monotonic() + 60
+        while not managed():
+            assert time.monotonic() < deadline, "the worker never wrote a cluster secret"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)  # mid-run: some secrets written, no rows yet
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    world.set_kube_faults()
+    written = len(managed())
+    assert 0 < written < count
+    assert not ClusterSecret.objects.filter(state="synced").exists()
+    refreshes = world.kube.stats["patch applications"]
+
+    redis.Redis.from_url(cache).flushdb()  # later: the dead run's lock has expired
+    worker = start_worker()
+    try:
+        beat.send_task("environments.tasks.sync_cluster_secrets")
+        deadline = time.monotonic() + 60
+        while ClusterSecret.objects.filter(state="synced").count() < count:
+            assert time.monotonic() < deadline, "the next run did not finish the secret sync"
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    names = managed()
+    assert len(names) == len(set(names)) == count  # nothing twice, nothing missing
+    messages = list(Event.objects.filter(kind="cluster-secret").values_list("message", flat=True))
+    assert sum("found in place" in m for m in messages) == written
+    assert sum(" created " in m for m in messages) == count - written
+    # the apps waiting for each cluster were refreshed, the adopted ones' included
+    assert world.kube.stats["patch applications"] - refreshes >= count
