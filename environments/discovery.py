@@ -7,6 +7,9 @@ Applications, namespaces and servers that PR gets, before Argo CD has made any o
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +49,15 @@ class Source:
     # Managed mode: a Plugin generator that asks envportal which PRs get an environment.
     managed: bool = False
     include_drafts: bool = True
+
+    @functools.cached_property
+    def rendering_key(self) -> str:
+        """Everything of the generator that rendering reads (same key: same Application)."""
+        return json.dumps(
+            [self.template, self.values, self.go_template, self.options, self.role],
+            sort_keys=True,
+            default=str,
+        )
 
 
 @dataclass(frozen=True)
@@ -222,8 +234,24 @@ def subdomain_problem(value: str, what: str) -> str | None:
     return None
 
 
+RENDERED_MAX = 50_000  # rendered Applications kept between syncs (a few hundred bytes each)
+_rendered: dict[tuple[str, PullParams], Expected] = {}
+
+
 def expected(source: Source, pull: PullParams) -> Expected:
-    """Render the ApplicationSet template for `pull` and pre-flight-check the names it makes."""
+    """Render the ApplicationSet template for `pull` and pre-flight-check the names it makes.
+    A worker renders each (template, PR) once: re-syncs with nothing changed reuse it."""
+    key = (source.rendering_key, pull)
+    cached = _rendered.get(key)
+    if cached is None:
+        cached = _render(source, pull)
+        if len(_rendered) >= RENDERED_MAX:
+            _rendered.pop(next(iter(_rendered)))  # the oldest
+        _rendered[key] = cached
+    return dataclasses.replace(cached, source=source, problems=list(cached.problems))
+
+
+def _render(source: Source, pull: PullParams) -> Expected:
     params = argo_templates.pull_request_params(
         number=pull.number,
         branch=pull.branch,

@@ -242,21 +242,24 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
     """Create, update and delete the cluster secrets of every vcluster environment."""
     namespace = settings.ARGOCD_NAMESPACE
     outcome = Outcome()
+    applications: list[Obj] | None = None  # read only when a secret is written or removed
     if snapshot is None:
         try:
             snapshot = kube_gateway.ClusterSnapshot(
                 applicationsets=[],
-                applications=kube_gateway.list_applications(namespace),
+                applications=[],
                 namespaces=set(),
                 statefulsets=kube_gateway.list_vcluster_statefulsets(),
                 secrets=kube_gateway.list_opaque_secrets(),
-                requests=3,
+                requests=2,
             )
         except Transient:
             raise  # the task retries these with backoff
         except GatewayError as exc:
             log.warning("secret sync: cannot read the cluster: %s", exc)
             return {"error": 1, "requests": 0}
+    else:
+        applications = snapshot.applications
     outcome.requests = snapshot.requests
     cluster_secrets = [
         s
@@ -271,12 +274,7 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
     taken = {
         name for (ns, name), s in snapshot.secrets.items() if ns == namespace and not _is_managed(s)
     }
-    targeting: dict[str, list[str]] = {}
-    for app in snapshot.applications:
-        server = str(((app.get("spec") or {}).get("destination") or {}).get("server") or "").rstrip(
-            "/"
-        )
-        targeting.setdefault(server, []).append(app["metadata"]["name"])
+    targeting: dict[str, list[str]] = {}  # server → the Applications deploying to it
 
     envs = list(
         Environment.objects.filter(flavor=Environment.Flavor.VCLUSTER)
@@ -324,7 +322,6 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
                 managed.get(record.secret_name),
                 unmanaged_servers,
                 taken,
-                targeting,
                 namespace,
                 outcome,
                 batch,
@@ -337,11 +334,31 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
                 ClusterSecret.State.WAITING,
                 f"waiting for the vcluster's {waiting_for}",
             )
+    unwanted = [secret for name, secret in managed.items() if name not in wanted]
+    if batch.writes or unwanted:
+        # Whom to refresh after a write, and who still needs a secret before it goes.
+        if applications is None:
+            try:
+                applications = kube_gateway.list_applications(namespace)
+            except Transient:
+                raise
+            except GatewayError as exc:
+                log.warning("secret sync: cannot read the Applications: %s", exc)
+                _flush(batch)
+                return {**outcome.counts(), "error": 1}
+            outcome.requests += 1
+        for app in applications:
+            destination = (app.get("spec") or {}).get("destination") or {}
+            server = str(destination.get("server") or "").rstrip("/")
+            targeting.setdefault(server, []).append(app["metadata"]["name"])
+        for job in batch.writes:
+            job.apps = targeting.get(job.server, [])
     _write_all(batch, namespace, outcome)
     by_name = {target_name(e): e for e in envs}
-    for name, secret in managed.items():
-        if name not in wanted:
-            _remove(secret, targeting, namespace, outcome, by_name.get(name), batch)
+    for secret in unwanted:
+        _remove(
+            secret, targeting, namespace, outcome, by_name.get(secret["metadata"]["name"]), batch
+        )
     _flush(batch)
     return outcome.counts()
 
@@ -461,7 +478,6 @@ def _keep(
     current: Obj | None,
     unmanaged_servers: dict[str, str],
     taken: set[str],
-    targeting: dict[str, list[str]],
     namespace: str,
     outcome: Outcome,
     batch: Batch,
@@ -538,7 +554,7 @@ def _keep(
             source_name=source_name,
             server=creds.server,
             fingerprint=fingerprint,
-            apps=targeting.get(creds.server, []),
+            apps=[],  # filled in once the Applications are read
         )
     )
 

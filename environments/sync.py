@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Prefetch, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from environments import (
@@ -338,32 +338,58 @@ def sync_cluster() -> dict[str, Any]:
         "discovered": discovered,
         "needs_cluster_secrets": 0,
     }
-    repos = Repository.objects.filter(enabled=True).prefetch_related(
-        Prefetch(
-            "pulls",
-            queryset=PullRequest.objects.filter(
-                Q(state=PullRequest.State.OPEN) | Q(environments__state__in=LIVE_STATES)
-            )
-            .distinct()
-            .prefetch_related("environments__apps"),
-        )
-    )
+    rows = _rows()
     destroying = lifecycle.destroying_ids()
     expired = lifecycle.expired_ids()
-    for repo in repos:
+    for repo in rows.repositories:
         repo_sources = [
             s
             for s in sources
             if (s.api_url, s.owner.lower(), s.repo.lower())
             == (repo.api_url, repo.owner.lower(), repo.name.lower())
         ]
-        counts = _sync_repository(repo, repo_sources, apps_by_owner, world, destroying, expired)
+        counts = _sync_repository(
+            repo, repo_sources, apps_by_owner, world, destroying, expired, rows
+        )
         summary["environments"] += counts["environments"]
         summary["changed"] += counts["changed"]
         summary["needs_cluster_secrets"] += counts["needs_cluster_secrets"]
     _record(KUBERNETES, "", {"requests": snapshot.requests})
     summary["refreshed"] = len(refresh_pending())
     return summary
+
+
+@dataclass
+class Rows:
+    """What a cluster sync compares with the cluster, read in four queries (grouped here:
+    Django's nested prefetch clones a query per row, which costs more than the sync)."""
+
+    repositories: list[Repository]
+    pulls: dict[int, list[PullRequest]]  # repository id → its PRs to assess
+    environments: dict[int, list[Environment]]  # pull request id → its environments
+    apps: dict[int, list[EnvironmentApp]]  # environment id → its app rows
+
+
+def _rows() -> Rows:
+    repositories = list(Repository.objects.filter(enabled=True))
+    wanted = PullRequest.objects.filter(repository__enabled=True).filter(
+        Q(state=PullRequest.State.OPEN) | Q(environments__state__in=LIVE_STATES)
+    )
+    pulls: dict[int, list[PullRequest]] = defaultdict(list)
+    by_id = {}
+    for pr in PullRequest.objects.filter(pk__in=wanted.values("pk")).order_by("pk"):
+        pulls[pr.repository_id].append(pr)
+        by_id[pr.pk] = pr
+    environments: dict[int, list[Environment]] = defaultdict(list)
+    for env in Environment.objects.filter(pull_request__in=wanted.values("pk")).order_by("pk"):
+        env.pull_request = by_id[env.pull_request_id]  # no query per row later
+        environments[env.pull_request_id].append(env)
+    apps: dict[int, list[EnvironmentApp]] = defaultdict(list)
+    for app in EnvironmentApp.objects.filter(
+        environment__pull_request__in=wanted.values("pk")
+    ).order_by("pk"):
+        apps[app.environment_id].append(app)
+    return Rows(repositories, pulls, environments, apps)
 
 
 def _sync_repository(
@@ -373,6 +399,7 @@ def _sync_repository(
     world: health.World,
     destroying: set[int],
     expired: set[int],
+    rows: Rows,
 ) -> dict[str, int]:
     now = timezone.now()
     flavors = sorted({s.flavor for s in sources})
@@ -382,7 +409,7 @@ def _sync_repository(
     app_rows: list[tuple[Environment, list[health.AppView], dict[str, EnvironmentApp]]] = []
     queues = _quota_queues(repo, sources)
     leaving_queue: list[int] = []
-    for pr in repo.pulls.all():
+    for pr in rows.pulls.get(repo.pk, []):
         params = discovery.PullParams(
             number=pr.number,
             branch=pr.branch,
@@ -392,7 +419,7 @@ def _sync_repository(
             title=pr.title,
             labels=tuple(pr.labels),
         )
-        existing = {env.flavor: env for env in pr.environments.all()}
+        existing = {env.flavor: env for env in rows.environments.get(pr.pk, [])}
         for flavor in sorted(set(flavors) | set(existing)):
             flavor_sources = [s for s in sources if s.flavor == flavor]
             env = existing.get(flavor)
@@ -411,7 +438,9 @@ def _sync_repository(
             result = health.assess(
                 is_open and bool(selected), pr.head_sha, flavor, expected, apps, world
             )
-            current = {app.name: app for app in env.apps.all()} if env is not None else {}
+            current = (
+                {app.name: app for app in rows.apps.get(env.pk, [])} if env is not None else {}
+            )
             if env is None:
                 env = Environment(
                     pull_request=pr,
