@@ -5,18 +5,22 @@ Callers sign in with the portal session or `Authorization: Bearer <token>` (an A
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
+import yaml
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST, require_safe
@@ -294,3 +298,25 @@ def environment_action(
         "message": action.message,
     }
     return JsonResponse(answer, status=202)
+
+
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI 3 document (environments/openapi.yaml), read once."""
+    return dict(yaml.safe_load(OPENAPI.read_text()))
+
+
+@require_safe
+def openapi(request: HttpRequest) -> JsonResponse:
+    """GET /api/v1/openapi.json: the document describing this API."""
+    return JsonResponse(openapi_document())
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404s of the API and the webhook are JSON like their other answers; pages stay HTML."""
+    if request.path.startswith(("/api/", "/webhooks/")):
+        return JsonResponse({"error": f"no such endpoint: {request.path[:200]}"}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -47,7 +47,10 @@ class Query:
         """Read the generator's `input.parameters` (`repository` required)."""
         if not isinstance(body, dict):
             raise PluginError("the body must be a JSON object")
-        parameters = (body.get("input") or {}).get("parameters") or {}
+        given = body.get("input") or {}
+        if not isinstance(given, dict):
+            raise PluginError("input must be an object")
+        parameters = given.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise PluginError("input.parameters must be an object")
         owner, _, repo = str(parameters.get("repository") or "").partition("/")

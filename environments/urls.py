@@ -11,6 +11,7 @@ urlpatterns = [
     path(ENV + "<str:kind>/", views.act, name="act"),
     path("tokens/", views.tokens, name="tokens"),
     path("webhooks/github/", webhooks.github_webhook, name="github-webhook"),
+    path("api/v1/openapi.json", api.openapi, name="api-openapi"),
     path("api/v1/environments/", api.environment_list, name="api-environments"),
     path("api/v1/getparams.execute", api.plugin_getparams, name="plugin-getparams"),
     path(API_ENV, api.environment_detail, name="api-environment"),

@@ -12,3 +12,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("environments.urls")),
 ]
+
+handler404 = "environments.api.page_not_found"
