@@ -485,7 +485,7 @@ def test_a_worker_killed_mid_secret_sync_leaves_no_duplicate_and_the_next_run_fi
                   "KUBERNETES_WRITE_CONCURRENCY": "1", "ENVPORTAL_LOCAL_DIR": str(tmp_path)}  # fmt: skip
     root = Path(__file__).resolve().parents[2]
 
-    def start_worker() -> subprocess.Popen[str]:
+    def start_worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
              "-l", "info", "--without-mingle", "--without-gossip"],
