@@ -53,6 +53,8 @@ class Query:
         parameters = given.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise PluginError("input.parameters must be an object")
+        if any("\x00" in str(value) for value in parameters.values()):
+            raise PluginError("input.parameters contain a NUL character")
         owner, _, repo = str(parameters.get("repository") or "").partition("/")
         if not owner or not repo:
             raise PluginError("input.parameters.repository must be owner/name")

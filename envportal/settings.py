@@ -127,6 +127,7 @@ if env_bool("ENVPORTAL_SANDBOX", default=DEBUG) and (BASE_DIR / "sandbox" / "app
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "envportal.middleware.refuse_nul",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -278,3 +278,24 @@ def test_it_never_shows_secrets(bob_client, ready_env, token, bob):
     assert ApiToken.objects.get().key_hash not in text
     for word in ("token", "secret", "password", "kubeconfig", "key_hash", "sessionid"):
         assert word not in text, word
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/environments/?repository=acme/%00",
+        "/api/v1/environments/acme%00/shop/12/namespace/",
+        "/environments/acme/shop%00/12/namespace/",
+    ],
+)
+def test_a_nul_character_in_the_url_is_a_clear_400(bob_client, ready_env, url):
+    response = bob_client.get(url)
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]
+
+
+def test_api_404s_are_json_and_the_document_is_served(bob_client):
+    response = bob_client.get("/api/v1/nothing-here/")
+    assert response.status_code == 404 and "error" in response.json()
+    document = bob_client.get("/api/v1/openapi.json").json()
+    assert document["openapi"].startswith("3.") and "/webhooks/github/" in document["paths"]

@@ -63,22 +63,22 @@ def test_the_secret_sync_retries_when_kubernetes_is_down_but_not_on_rbac(monkeyp
 
     attempts = []
 
-    def down(namespace):
+    def down():
         attempts.append(1)
         raise Transient("connection refused")
 
-    monkeypatch.setattr(kube_gateway, "list_applications", down)
+    monkeypatch.setattr(kube_gateway, "list_vcluster_statefulsets", down)
     result = tasks.sync_cluster_secrets.apply()
     assert isinstance(result.result, Transient)
     assert len(attempts) == 4  # the first try and three retries
 
     attempts.clear()
 
-    def forbidden(namespace):
+    def forbidden():
         attempts.append(1)
-        raise PermissionDenied("secrets is forbidden")
+        raise PermissionDenied("statefulsets is forbidden")
 
-    monkeypatch.setattr(kube_gateway, "list_applications", forbidden)
+    monkeypatch.setattr(kube_gateway, "list_vcluster_statefulsets", forbidden)
     assert tasks.sync_cluster_secrets.apply().get() == {"error": 1, "requests": 0}
     assert len(attempts) == 1
 
