@@ -60,6 +60,22 @@ def post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(answer.read())
 
 
+def database_for(prs: int, work: Path) -> str:
+    """SQLite in the size's work directory, or a fresh PostgreSQL database per size named
+    after BENCH_DATABASE_URL's (postgres://user@host:port/name → name_<prs>)."""
+    url = os.environ.get("BENCH_DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        return f"sqlite:///{work}/db.sqlite3"
+    import psycopg
+
+    base, _, name = url.rpartition("/")
+    fresh = f"{name}_{prs}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{fresh}"')
+        connection.execute(f'CREATE DATABASE "{fresh}"')
+    return f"{base}/{fresh}"
+
+
 def redis_answers() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
@@ -86,7 +102,7 @@ class Stack:
             **os.environ,
             "DEBUG": "true",
             "ENVPORTAL_LOCAL_DIR": str(work),
-            "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{work}/db.sqlite3"),
+            "DATABASE_URL": database_for(prs, work),
             # Redis when it answers (as in production), else a broker that needs no server.
             "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL")
             or ("redis://127.0.0.1:6379/13" if redis_answers() else "filesystem://"),
@@ -391,7 +407,12 @@ def main() -> int:
         shutil.copy(latest, RESULTS / "previous.json")
     latest.write_text(
         json.dumps(
-            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2
+            {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": machine(),
+                "results": results,
+            },
+            indent=2,
         )
         + "\n"
     )
@@ -400,6 +421,19 @@ def main() -> int:
         + (" (previous run kept as previous.json)" if (RESULTS / "previous.json").exists() else "")
     )
     return 0
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from."""
+    import platform
+
+    memory = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        memory = int(meminfo.read_text().split()[1]) // 1024
+    database = os.environ.get("BENCH_DATABASE_URL", "sqlite").split(":", 1)[0]
+    return {"cpus": os.cpu_count(), "memory_mb": memory, "python": platform.python_version(),
+            "system": platform.platform(), "database": database}  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> None:
@@ -438,9 +472,9 @@ def table(results: list[dict[str, Any]]) -> None:
         ("PR opened → row visible (s)", lambda r: r["pr_opened_to_row_s"]),
     ]
     width = max(len(name) for name, _ in rows) + 2
-    print("".ljust(width) + "".join(f"{r['prs']:>22} PRs" for r in results))
+    print("".ljust(width) + "".join(f"{r['prs']:>32} PRs" for r in results))
     for name, cell in rows:
-        print(name.ljust(width) + "".join(f"{cell(r)!s:>26}" for r in results))
+        print(name.ljust(width) + "".join(f"  {cell(r)!s:>34}" for r in results))
 
 
 if __name__ == "__main__":
