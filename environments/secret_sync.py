@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from environments import kube_gateway
@@ -288,7 +288,15 @@ def sync_cluster_secrets(snapshot: kube_gateway.ClusterSnapshot | None = None) -
             )
         )
         .select_related("pull_request__repository", "cluster_secret")
-        .prefetch_related("apps")
+        .prefetch_related(
+            Prefetch(
+                "apps",
+                # The vcluster's own app: where its kubeconfig Secret is (no status fields).
+                queryset=EnvironmentApp.objects.filter(role=EnvironmentApp.Role.CLUSTER).only(
+                    "environment_id", "role", "name", "destination_namespace"
+                ),
+            )
+        )
     )
     wanted = set()
     batch = Batch()
