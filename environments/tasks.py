@@ -37,12 +37,25 @@ def single_run(name: str) -> Iterator[bool]:
             cache.delete(key)
 
 
+AGAIN_PASSES = 3  # at most this many extra passes for runs asked for meanwhile
+
+
 def _locked(name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    with single_run(name) as mine:
-        if not mine:
-            log.info("%s skipped: the previous run is still going", name)
-            return {"skipped": True}
-        return work()
+    """Run `work` unless another run of `name` is going; then that one runs it again once it
+    is done (a webhook's sync skipped mid-run is not lost until the next beat)."""
+    again = f"envportal:again:{name}"
+    cache.set(again, 1, timeout=LOCK_SECONDS)  # asked for: by this run, or for the running one
+    result: dict[str, Any] = {"skipped": True}
+    for _ in range(1 + AGAIN_PASSES):
+        with single_run(name) as mine:
+            if not mine:
+                log.info("%s: the running one will run again after it is done", name)
+                return result
+            cache.delete(again)
+            result = work()
+        if not cache.get(again):  # nobody asked meanwhile (checked after the lock is free)
+            return result
+    return result
 
 
 def enqueue(task: Any, *args: Any) -> None:

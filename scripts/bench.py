@@ -12,7 +12,8 @@ part for the syncs:
 - a webhook → ApplicationSet refresh annotation, p50/p95 over 10 pushes, with the worker;
 - "PR opened" in the sandbox → its environment row in the database (webhook, worker).
 
-Prints a table, writes bench/results/latest.json and keeps the previous run as previous.json.
+Prints a table, writes bench/results/latest.json and keeps the previous run as previous.json
+(latest-postgresql.json and previous-postgresql.json with BENCH_DATABASE_URL=postgres://...).
 """
 
 from __future__ import annotations
@@ -382,6 +383,10 @@ def run(prs: int) -> dict[str, Any]:
         return {"prs": prs, "repositories": REPOS, "full_sync": full, "resync": again,
                 "peak_rss_mb": round(rss_mb), "dashboard": page, "webhook_to_refresh": hook,
                 "pr_opened_to_row_s": visible}  # fmt: skip
+    except SystemExit:
+        for name in ("worker", "worker-interactive", "web"):
+            print(f"--- {name}.log (last lines)\n" + "\n".join(stack.log(name).splitlines()[-15:]))
+        raise
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -402,9 +407,10 @@ def main() -> int:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     table(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    latest = RESULTS / "latest.json"
+    suffix = "-postgresql" if machine()["database"].startswith("postgres") else ""
+    latest, previous = RESULTS / f"latest{suffix}.json", RESULTS / f"previous{suffix}.json"
     if latest.exists():
-        shutil.copy(latest, RESULTS / "previous.json")
+        shutil.copy(latest, previous)
     latest.write_text(
         json.dumps(
             {
@@ -418,7 +424,7 @@ def main() -> int:
     )
     print(
         f"\nwritten {latest.relative_to(ROOT)}"
-        + (" (previous run kept as previous.json)" if (RESULTS / "previous.json").exists() else "")
+        + (f" (previous run kept as {previous.name})" if previous.exists() else "")
     )
     return 0
 

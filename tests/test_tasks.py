@@ -24,6 +24,20 @@ def test_an_overlapping_run_is_skipped(monkeypatch):
         assert tasks.sync_clusters.apply().get() == {"skipped": True}
     assert calls == []
     assert tasks.sync_clusters.apply().get() == {"ok": True}
+    assert calls == [1]  # the skipped one's request was served by this run, not run twice
+
+
+def test_a_run_asked_for_while_one_is_going_makes_that_one_run_again():
+    calls = []
+
+    def work():
+        calls.append(1)
+        if len(calls) == 1:  # a webhook's sync arrives in the middle of this run
+            assert tasks._locked("sync_clusters", work) == {"skipped": True}
+        return {"pass": len(calls)}
+
+    assert tasks._locked("sync_clusters", work) == {"pass": 2}
+    assert tasks._locked("sync_clusters", work) == {"pass": 3}  # and nothing left over
 
 
 def test_refresh_ignores_a_repository_that_is_gone_or_disabled(monkeypatch):
