@@ -94,8 +94,14 @@ def test_kubernetes_failing_on_a_fifth_of_requests_loses_nothing_and_converges(b
         one_round()
         assert open_envs_destroyed() == []
     assert SyncStatus.objects.get(key="kubernetes").last_error  # marked stale, state kept
+    user = User.objects.create_user("qa")
+    user.groups.set([Group.objects.get(name="tester")])
+    client = Client()
+    client.force_login(user)
+    assert "Kubernetes data is stale" in client.get("/").content.decode()
     world.set_kube_faults()
     settle_and_converge(world)
+    assert "Kubernetes data is stale" not in client.get("/").content.decode()
     states = Counter(Environment.objects.values_list("state", flat=True))
     assert set(states) <= {"ready", "provisioning", "out-of-date"}, states
     servers = [
