@@ -7,6 +7,7 @@ Kubernetes/Argo CD/vcluster) through the variables it writes. Ctrl-C stops every
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -74,8 +75,6 @@ def start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[st
             "demo",
             "--env-file",
             str(env_file),
-            "--webhook-url",
-            f"http://{HOST}:{PORT}/webhooks/github/",
             "--plugin-url",
             f"http://{HOST}:{PORT}",
             *os.environ.get("DEMO_SANDBOX_ARGS", "").split(),
@@ -155,6 +154,17 @@ def main() -> int:
         stop()
         print(f"the web server did not come up; see {LOGS / 'web.log'}", file=sys.stderr)
         return 1
+    # Webhooks only now that the web server listens (the first sync covered what came before;
+    # deliveries to a closed port would only be retried and given up, as GitHub does).
+    control = variables["GITHUB_API_URL"].removesuffix("/api/v3").rstrip("/") + "/_sandbox/webhook"
+    hook = urllib.request.Request(  # noqa: S310 - the local sandbox
+        control,
+        data=json.dumps({"url": f"http://{HOST}:{PORT}/webhooks/github/"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(hook, timeout=10):  # noqa: S310 - the local sandbox
+        pass
     print(
         f"\n  envportal is running at http://{HOST}:{PORT}/\n"
         f"  sign in as   qa (tester, GitHub login maria), demo (platform, admin) or viewer\n"
