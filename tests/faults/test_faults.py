@@ -15,10 +15,14 @@ comment and one GitHub Deployment per environment)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
@@ -32,6 +36,26 @@ from sandbox.scenarios import storefront_applicationset
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 SEED = ("a1tan", "app-ephemeraltest")
 MANAGED = "app.kubernetes.io/managed-by=envportal"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo", "-l", "info",
+          "--without-mingle", "--without-gossip"]  # fmt: skip
+
+
+def child_env(tmp_path: Path, broker: str, cache: str, **extra: str) -> dict[str, str]:
+    """The environment of a real web server or worker that shares this test's database and
+    sandbox (the world fixture wrote the sandbox's variables to tmp_path/sandbox.env)."""
+    database = settings.DATABASES["default"]
+    url = (
+        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        if str(database["ENGINE"]).endswith("postgresql")
+        else f"sqlite:///{database['NAME']}"
+    )
+    variables = dict(
+        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
+    )
+    return {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
+            "CELERY_BROKER_URL": broker, "REDIS_URL": cache, "ENVPORTAL_LOCAL_DIR": str(tmp_path),
+            **extra}  # fmt: skip
 
 
 def one_round() -> list[str]:
@@ -184,17 +208,13 @@ def test_two_beat_ticks_at_once_make_one_of_everything(busy):
 def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world, tmp_path):
     """A real Celery worker on Redis runs a destroy slowed down by Kubernetes latency; it is
     SIGKILLed while the action is running; a new worker picks the action up again."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
     from datetime import timedelta
-    from pathlib import Path
 
     import redis
     from celery import Celery
-    from django.conf import settings
     from django.utils import timezone
 
     from environments import lifecycle
@@ -212,25 +232,12 @@ def test_a_worker_killed_mid_destroy_is_resumed_and_nothing_happens_twice(world,
     env = Environment.objects.get()
     alice = User.objects.create_user("alice", is_staff=True)
     alice.groups.set([Group.objects.get(name="platform")])
-    database = settings.DATABASES["default"]
-    url = (
-        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        if str(database["ENGINE"]).endswith("postgresql")
-        else f"sqlite:///{database['NAME']}"
-    )
-    variables = dict(
-        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
-    )
-    worker_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
-                  "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
-                  "ENVPORTAL_LOCAL_DIR": str(tmp_path)}  # fmt: skip
-    root = Path(__file__).resolve().parents[2]
+    worker_env = child_env(tmp_path, redis_url, redis_url)
 
     def start_worker() -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
-             "-l", "info", "--without-mingle", "--without-gossip"],
-            cwd=root, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            WORKER,
+            cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
 
     action = Action.objects.create(environment=env, kind="destroy", actor="alice")
@@ -313,17 +320,13 @@ def test_redis_restarted_loses_its_queue_but_no_intent(world, tmp_path):
     worker takes it, so the message is lost. While it is down a webhook still answers 202 and
     the API still reads. Redis comes back empty; beat's resume_actions and cluster sync carry
     out the destroy and the webhook's refresh from their database intents, each once."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
     import urllib.request
     from datetime import timedelta
-    from pathlib import Path
 
     from celery import Celery
-    from django.conf import settings
     from django.utils import timezone
 
     from environments.models import Action, ApiToken, PullRequest
@@ -338,23 +341,11 @@ def test_redis_restarted_loses_its_queue_but_no_intent(world, tmp_path):
     _, token = ApiToken.issue(alice, "ci")
     port, web_port = free_port(), free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
-    database = settings.DATABASES["default"]
-    url = (
-        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        if str(database["ENGINE"]).endswith("postgresql")
-        else f"sqlite:///{database['NAME']}"
-    )
-    variables = dict(
-        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
-    )
-    child_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
-                 "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
-                 "ENVPORTAL_LOCAL_DIR": str(tmp_path), "ALLOWED_HOSTS": "127.0.0.1"}  # fmt: skip
-    root = Path(__file__).resolve().parents[2]
+    web_env = child_env(tmp_path, redis_url, redis_url, ALLOWED_HOSTS="127.0.0.1")
     processes: list[subprocess.Popen] = []
 
     def start(args: list[str]) -> subprocess.Popen:
-        process = subprocess.Popen(args, cwd=root, env=child_env, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(args, cwd=ROOT, env=web_env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
         processes.append(process)
         return process
@@ -404,8 +395,7 @@ def test_redis_restarted_loses_its_queue_but_no_intent(world, tmp_path):
         assert Action.objects.get(pk=action.pk).state == "pending"
 
         redis_server = start_redis(port, tmp_path)  # back, and empty
-        start([sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
-               "-l", "info", "--without-mingle", "--without-gossip"])  # fmt: skip
+        start(WORKER)
         # Later (beat's next ticks): the intents are older than their grace periods.
         Action.objects.filter(pk=action.pk).update(created_at=timezone.now() - timedelta(hours=1))
         Repository.objects.filter(pk=repo.pk).update(
@@ -444,15 +434,11 @@ def test_a_worker_killed_mid_secret_sync_leaves_no_duplicate_and_the_next_run_fi
     latency, and is SIGKILLed once the first cluster secrets exist (none of its rows are
     written yet). Once its lock has expired the next run writes the rest and adopts what the
     dead one wrote: one secret per vcluster, every row synced, every app refreshed."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     import redis
-    from django.conf import settings
 
     from environments.models import ClusterSecret, Event
     from tests.services import need_redis
@@ -477,25 +463,12 @@ def test_a_worker_killed_mid_secret_sync_leaves_no_duplicate_and_the_next_run_fi
     broker, cache = f"{base}/12", f"{base}/11"
     for url in (broker, cache):
         redis.Redis.from_url(url).flushdb()
-    database = settings.DATABASES["default"]
-    url = (
-        f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        if str(database["ENGINE"]).endswith("postgresql")
-        else f"sqlite:///{database['NAME']}"
-    )
-    variables = dict(
-        line.split("=", 1) for line in (tmp_path / "sandbox.env").read_text().splitlines()
-    )
-    worker_env = {**os.environ, **variables, "DEBUG": "true", "DATABASE_URL": url,
-                  "CELERY_BROKER_URL": broker, "REDIS_URL": cache,
-                  "KUBERNETES_WRITE_CONCURRENCY": "1", "ENVPORTAL_LOCAL_DIR": str(tmp_path)}  # fmt: skip
-    root = Path(__file__).resolve().parents[2]
+    worker_env = child_env(tmp_path, broker, cache, KUBERNETES_WRITE_CONCURRENCY="1")
 
     def start_worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "envportal", "worker", "--pool=solo",
-             "-l", "info", "--without-mingle", "--without-gossip"],
-            cwd=root, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            WORKER,
+            cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
     def managed() -> list[str]:
