@@ -229,6 +229,9 @@ class Write:
     conflict: bool = False
 
 
+EVENT_VERBS = {"created": "created", "updated": "updated", "adopted": "found in place"}
+
+
 @dataclass
 class Batch:
     """What one run writes: Kubernetes writes first (in parallel), then the rows in bulk."""
@@ -418,13 +421,12 @@ def _write_all(batch: Batch, namespace: str, outcome: Outcome) -> None:
             outcome.updated += 1
         elif job.verb == "created":
             outcome.created += 1
-        what = {"created": "created", "updated": "updated", "adopted": "found in place"}
         batch.events.append(
             Event(
                 environment=job.env,
                 pull_request=job.env.pull_request,
                 kind="cluster-secret",
-                message=f"Argo CD cluster secret {what[job.verb]} for {job.server} "
+                message=f"Argo CD cluster secret {EVENT_VERBS[job.verb]} for {job.server} "
                 f"(fingerprint {job.fingerprint[:12]})",
             )
         )
